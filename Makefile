@@ -1,0 +1,42 @@
+# felix-p4: `make demo` runs the main scenario on the embedded target, `make test` is the
+# one test entry point (lint, types, tests). Both create .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all demo test lint typecheck pytest proto bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/felix-p4 sim examples/three-pods.yaml
+
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check felix_p4 calico_proto tests
+	$(BIN)/ruff format --check felix_p4 tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected nothing; that must fail the target, and it does.
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+# Regenerate Felix's wire bindings; tests/unit/test_proto_current.py checks they are current.
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. calico_proto/felixbackend.proto
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

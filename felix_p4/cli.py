@@ -1,0 +1,190 @@
+"""The felix-p4 command: the driver (no arguments, as Felix runs it), target, trace, sim, tables."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+import yaml
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _setup_logging(level: str) -> None:
+    # Felix forwards our stderr into its own log: one plain line per event.
+    logging.basicConfig(stream=sys.stderr, level=level.upper() or "INFO", format=LOG_FORMAT)
+
+
+def _driver(args: argparse.Namespace) -> int:
+    from felix_p4 import metrics
+    from felix_p4.config import ConfigError, load_settings
+    from felix_p4.felix.driver import Driver
+    from felix_p4.ports import PortResolver, netlink_ifindex
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "p4runtime_address", None):
+        overrides.setdefault("p4runtime", {})["address"] = args.p4runtime_address
+    if getattr(args, "ports_mode", None):
+        overrides.setdefault("ports", {})["mode"] = args.ports_mode
+    if getattr(args, "log_level", None):
+        overrides["log_level"] = args.log_level
+    try:
+        settings = load_settings(overrides, path=getattr(args, "config", None))
+    except ConfigError as exc:
+        _setup_logging("ERROR")
+        logging.getLogger("felix_p4").error("configuration: %s", exc)
+        return 2
+    _setup_logging(settings["log_level"] or "INFO")
+    if settings["metrics"]["address"]:
+        metrics.serve(settings["metrics"]["address"])
+
+    async def run() -> int:
+        mode = settings["ports"]["mode"]
+        static = settings["ports"]["map"]
+        if mode == "auto":
+            resolver = PortResolver(static, await _auto_ports(settings["p4runtime"]["address"]))
+        elif mode == "netlink":
+            resolver = PortResolver(static, netlink_ifindex)
+        elif mode == "static":
+            resolver = PortResolver(static)
+        else:
+            logging.getLogger("felix_p4").error("ports.mode must be static, netlink or auto")
+            return 2
+        return await Driver(settings, resolver).run()
+
+    return asyncio.run(run())
+
+
+async def _auto_ports(address: str) -> Any:
+    import grpc
+
+    from felix_p4.target.service import TargetClient
+
+    client = TargetClient(grpc.aio.insecure_channel(address))
+
+    async def resolve(name: str) -> int | None:
+        try:
+            return await client.port_of(name)
+        except grpc.aio.AioRpcError as exc:
+            logging.getLogger("felix_p4.ports").error("auto port for %s: %s", name, exc.details())
+            return None
+
+    return resolve
+
+
+def _target(args: argparse.Namespace) -> int:
+    from felix_p4.target.service import start_target
+
+    _setup_logging(args.log_level)
+
+    async def run() -> int:
+        server, _, _ = await start_target(args.listen, args.device_id)
+        await server.wait_for_termination()
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return 0
+
+
+def _parse_spec(text: str) -> dict[str, Any]:
+    spec = yaml.safe_load(text)
+    if not isinstance(spec, dict):
+        raise SystemExit(f"--packet must be a JSON or YAML mapping, got {text!r}")
+    return spec
+
+
+def _trace(args: argparse.Namespace) -> int:
+    import grpc
+
+    from felix_p4.sim import format_result
+    from felix_p4.target.service import TargetClient
+
+    request: dict[str, Any] = {"in_port": args.in_port, "commit": args.commit}
+    if args.hex:
+        request["hex"] = args.hex
+    else:
+        request["packet"] = _parse_spec(args.packet)
+
+    async def run() -> dict[str, Any]:
+        async with grpc.aio.insecure_channel(args.target) as channel:
+            return await TargetClient(channel).trace(request)
+
+    try:
+        result = asyncio.run(run())
+    except grpc.aio.AioRpcError as exc:
+        print(f"trace failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"packets": [result]}, indent=2))
+    else:
+        print(format_result("packet", result))
+    return 0
+
+
+def _tables(args: argparse.Namespace) -> int:
+    from felix_p4.tables import dump_tables
+
+    return asyncio.run(dump_tables(args.target, args.device_id, args.json))
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from felix_p4.sim import run_scenario_file
+
+    _setup_logging(args.log_level)
+    return asyncio.run(run_scenario_file(args.scenario, args.json))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="felix-p4", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+
+    driver = sub.add_parser("driver", help="run the dataplane driver (what Felix runs)")
+    driver.add_argument("--config", help="YAML settings file (default $FELIX_P4_CONFIG)")
+    driver.add_argument("--p4runtime-address")
+    driver.add_argument("--ports-mode", choices=["static", "netlink", "auto"])
+    driver.add_argument("--log-level")
+    driver.set_defaults(func=_driver)
+
+    target = sub.add_parser("target", help="run the embedded P4Runtime target")
+    target.add_argument("--listen", default="127.0.0.1:9559")
+    target.add_argument("--device-id", type=int, default=1)
+    target.add_argument("--log-level", default="INFO")
+    target.set_defaults(func=_target)
+
+    trace = sub.add_parser("trace", help="run one packet through the embedded target")
+    trace.add_argument("--target", default="127.0.0.1:9559")
+    trace.add_argument("--in-port", required=True, help="port number or interface name")
+    group = trace.add_mutually_exclusive_group(required=True)
+    group.add_argument("--packet", help="packet keys as a JSON or YAML flow mapping")
+    group.add_argument("--hex", help="raw frame bytes in hex")
+    trace.add_argument("--json", action="store_true")
+    trace.add_argument("--commit", action="store_true", help="let the packet change state")
+    trace.set_defaults(func=_trace)
+
+    sim = sub.add_parser("sim", help="run a scenario: target + driver + Felix messages + packets")
+    sim.add_argument("scenario")
+    sim.add_argument("--json", action="store_true")
+    sim.add_argument("--log-level", default="WARNING")
+    sim.set_defaults(func=_sim)
+
+    tables = sub.add_parser("tables", help="list installed entries by name")
+    tables.add_argument("--target", default="127.0.0.1:9559")
+    tables.add_argument("--device-id", type=int, default=1)
+    tables.add_argument("--json", action="store_true")
+    tables.set_defaults(func=_tables)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        # Felix execs us with no arguments.
+        return _driver(args)
+    result: int = args.func(args)
+    return result

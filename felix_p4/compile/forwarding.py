@@ -1,0 +1,90 @@
+"""Ports and forwarding: port classification, source check and routes for workloads and host."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import attrs
+
+from felix_p4.model.endpoints import IPNetwork, WorkloadEndpoint
+from felix_p4.p4.entries import Exact, Lpm, TableEntry
+from felix_p4.p4.schema import PipelineSchema
+
+PORT_CLASSIFY = "port_classify"
+SOURCE_CHECK = {4: "source_check_v4", 6: "source_check_v6"}
+ROUTES = {4: "routes_v4", 6: "routes_v6"}
+
+DEFAULT_GATEWAY_MAC = 0xEEEEEEEEEEEE
+
+
+class CannotForward(Exception):
+    """An endpoint the pipeline cannot deliver to (reported to Felix as "error")."""
+
+
+@attrs.frozen(slots=True)
+class ForwardingSettings:
+    gateway_mac: int = DEFAULT_GATEWAY_MAC
+    host_port: int | None = None
+
+
+def check_schema(schema: PipelineSchema) -> None:
+    """Fail fast, by name, if the device's pipeline lacks what this compiler emits."""
+    schema.require(
+        PORT_CLASSIFY, {"port": 32}, {"workload_port": {"gateway_mac": 48}, "host_port": {}}
+    )
+    for version, width in ((4, 32), (6, 128)):
+        schema.require(SOURCE_CHECK[version], {"port": 32, "src": width}, {"allow_source": {}})
+        schema.require(
+            ROUTES[version],
+            {"dst": width},
+            {"to_workload": {"port": 32, "dmac": 48, "smac": 48}, "to_host": {"port": 32}},
+        )
+
+
+def _lpm(net: IPNetwork) -> Lpm:
+    return Lpm(int(net.network_address), net.prefixlen)
+
+
+def endpoint_entries(
+    endpoint: WorkloadEndpoint, port: int, settings: ForwardingSettings
+) -> list[TableEntry]:
+    """Everything one local workload needs: its port, its allowed sources, routes to it."""
+    if endpoint.mac is None:
+        raise CannotForward("endpoint has no MAC address; the pipeline cannot address it")
+    entries = [
+        TableEntry.make(
+            PORT_CLASSIFY,
+            {"port": Exact(port)},
+            "workload_port",
+            {"gateway_mac": settings.gateway_mac},
+        )
+    ]
+    sources: dict[IPNetwork, None] = dict.fromkeys(
+        (*endpoint.ipv4_nets, *endpoint.ipv6_nets, *endpoint.allow_spoofed_source_prefixes)
+    )
+    for net in sources:
+        entries.append(
+            TableEntry.make(
+                SOURCE_CHECK[net.version], {"port": Exact(port), "src": _lpm(net)}, "allow_source"
+            )
+        )
+    route_params = {"port": port, "dmac": endpoint.mac, "smac": settings.gateway_mac}
+    routed: tuple[IPNetwork, ...] = (*endpoint.ipv4_nets, *endpoint.ipv6_nets)
+    for dst in routed:
+        entries.append(
+            TableEntry.make(ROUTES[dst.version], {"dst": _lpm(dst)}, "to_workload", route_params)
+        )
+    return entries
+
+
+def node_entries(settings: ForwardingSettings) -> list[TableEntry]:
+    """Node-wide entries: the host port and the catch-all routes that hand traffic to it."""
+    if settings.host_port is None:
+        return []
+    host = settings.host_port
+    entries = [TableEntry.make(PORT_CLASSIFY, {"port": Exact(host)}, "host_port")]
+    for version, net in ((4, ipaddress.ip_network("0.0.0.0/0")), (6, ipaddress.ip_network("::/0"))):
+        entries.append(
+            TableEntry.make(ROUTES[version], {"dst": _lpm(net)}, "to_host", {"port": host})
+        )
+    return entries

@@ -1,0 +1,1 @@
+"""The Felix side: framing on fds 3/4, payload dispatch, status reporting."""

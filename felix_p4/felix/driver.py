@@ -1,0 +1,334 @@
+"""The driver Felix execs: reads Felix's stream, keeps the model, applies it, reports status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from felix_p4 import metrics
+from felix_p4.compile.forwarding import (
+    CannotForward,
+    ForwardingSettings,
+    check_schema,
+    endpoint_entries,
+    node_entries,
+)
+from felix_p4.felix import wire
+from felix_p4.felix.dispatch import IGNORED
+from felix_p4.felix.status import DOWN, ERROR, UP, StatusReporter
+from felix_p4.model.endpoints import InvalidObject, WorkloadEndpointKey, parse_mac
+from felix_p4.model.state import DataplaneState, InvalidEndpoint
+from felix_p4.p4.client import P4RuntimeClient, P4RuntimeClientError, TlsSettings
+from felix_p4.p4.pipeline import ensure_pipeline, load_pipeline
+from felix_p4.p4.schema import PipelineSchema
+from felix_p4.p4.sync import SyncEngine
+from felix_p4.ports import PortResolver
+
+log = logging.getLogger(__name__)
+
+NODE_OWNER = "node"
+RETRY_SECONDS = 1.0
+
+
+class Driver:
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        ports: PortResolver,
+        in_fd: int = 3,
+        out_fd: int = 4,
+    ) -> None:
+        self.settings = settings
+        self.ports = ports
+        self.in_fd = in_fd
+        self.status = StatusReporter(os.fdopen(out_fd, "wb", buffering=0))
+        self.state = DataplaneState()
+        self.gateway_mac = parse_mac(settings["forwarding"]["gateway_mac"])
+        p4rt = settings["p4runtime"]
+        self.client = P4RuntimeClient(
+            p4rt["address"], int(p4rt["device_id"]), int(p4rt["election_id"]), _tls(p4rt)
+        )
+        self.sync: SyncEngine | None = None
+        self._wake = asyncio.Event()
+        self._config_changed = asyncio.Event()
+        self._done = asyncio.Event()
+        self._in_sync_reported = False
+        # Endpoints whose status is not "up" are revisited at every apply until they are.
+        self._not_up: set[WorkloadEndpointKey] = set()
+        self._invalid: dict[WorkloadEndpointKey, str] = {}
+
+    # --- Felix side -------------------------------------------------------------------
+
+    async def _read_felix(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=2**20)
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(self.in_fd, "rb", buffering=0)
+        )
+        max_frame = int(self.settings["felix"]["max_frame_bytes"])
+        while True:
+            try:
+                body = await wire.read_frame(reader, max_frame)
+            except (wire.FrameTooLarge, wire.TruncatedFrame) as exc:
+                # The stream has lost framing; nothing after this can be trusted.
+                metrics.BAD_INPUT.labels("frame").inc()
+                log.error("Felix stream unusable: %s; exiting so Felix restarts us", exc)
+                raise SystemExit(1) from exc
+            if body is None:
+                log.info("Felix closed our input (fd %d); exiting", self.in_fd)
+                return
+            self.handle_frame(body)
+
+    def handle_frame(self, body: bytes) -> None:
+        try:
+            message = wire.decode_to_dataplane(body)
+        except DecodeError as exc:
+            metrics.BAD_INPUT.labels("undecodable").inc()
+            log.error("dropping undecodable ToDataplane frame of %d bytes: %s", len(body), exc)
+            return
+        payload = message.WhichOneof("payload")
+        if payload is None:
+            metrics.BAD_INPUT.labels("unknown_payload").inc()
+            log.warning(
+                "ignoring ToDataplane #%d with no payload we know (newer Felix?)",
+                message.sequence_number,
+            )
+            return
+        try:
+            self.handle_payload(payload, getattr(message, payload))
+        except InvalidEndpoint as exc:
+            metrics.BAD_INPUT.labels(payload).inc()
+            log.error("rejected %s: %s", payload, exc)
+            self._invalid[exc.key] = str(exc)
+            self._not_up.add(exc.key)
+            self.state.changes.endpoints.add(exc.key)
+        except InvalidObject as exc:
+            metrics.BAD_INPUT.labels(payload).inc()
+            log.error("rejected %s: %s", payload, exc)
+            return
+        if self.state.in_sync and self.state.changes:
+            self._wake.set()
+
+    def handle_payload(self, payload: str, pb: Any) -> None:
+        state = self.state
+        if payload == "in_sync":
+            log.info("Felix is in sync")
+            state.in_sync = True
+            state.changes.node = True
+        elif payload == "config_update":
+            state.apply_config(pb)
+            self._apply_log_level()
+            self._config_changed.set()
+        elif payload == "workload_endpoint_update":
+            key = state.apply_workload_endpoint_update(pb)
+            self._invalid.pop(key, None)
+        elif payload == "workload_endpoint_remove":
+            key = state.apply_workload_endpoint_remove(pb)
+            self._invalid.pop(key, None)
+            state.changes.endpoints.add(key)
+        elif payload in ("host_metadata_update", "host_metadata_v4v6_update"):
+            state.apply_host_metadata(pb.hostname, pb.ipv4_addr, getattr(pb, "ipv6_addr", ""))
+        elif payload == "host_metadata_v6_update":
+            old = state.hosts.get(pb.hostname)
+            ipv4 = str(old.ipv4) if old and old.ipv4 else ""
+            state.apply_host_metadata(pb.hostname, ipv4, pb.ipv6_addr)
+        elif payload in (
+            "host_metadata_remove",
+            "host_metadata_v6_remove",
+            "host_metadata_v4v6_remove",
+        ):
+            state.remove_host_metadata(pb.hostname)
+        elif payload == "route_update":
+            state.apply_route_update(pb)
+        elif payload == "route_remove":
+            state.apply_route_remove(pb)
+        elif payload == "ipam_pool_update":
+            state.apply_ipam_pool_update(pb)
+        elif payload == "ipam_pool_remove":
+            state.apply_ipam_pool_remove(pb)
+        elif payload in IGNORED:
+            metrics.IGNORED_PAYLOADS.labels(payload).inc()
+            log.debug("ignoring %s: %s", payload, IGNORED[payload])
+        else:
+            metrics.BAD_INPUT.labels("unhandled_payload").inc()
+            log.warning("ignoring %s: felix-p4 has no handler for it", payload)
+
+    def _apply_log_level(self) -> None:
+        if self.settings["log_level"]:
+            return
+        level = self.state.config.log_level
+        if level is not None:
+            logging.getLogger().setLevel(level)
+
+    # --- device side ------------------------------------------------------------------
+
+    async def _connect(self) -> SyncEngine:
+        p4info, device_config = load_pipeline(
+            self.settings["pipeline"]["p4info"], self.settings["pipeline"]["device_config"]
+        )
+        schema = PipelineSchema(p4info)
+        check_schema(schema)
+        delay = 0.1
+        while True:
+            try:
+                await self.client.connect()
+                await ensure_pipeline(
+                    self.client, p4info, device_config, bool(self.settings["pipeline"]["push"])
+                )
+                sync = SyncEngine(
+                    schema, self.client, int(self.settings["p4runtime"]["batch_size"])
+                )
+                await sync.load_installed()
+                log.info("read %d installed entries back from the device", len(sync.installed))
+                return sync
+            except (P4RuntimeClientError, OSError, TimeoutError) as exc:
+                log.error(
+                    "P4Runtime target %s: %s; retrying in %.1fs", self.client.address, exc, delay
+                )
+                await self.client.close()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _resolve_host_port(self) -> int | None:
+        host = self.settings["ports"]["host"]
+        if isinstance(host, int):
+            return host
+        return await self.ports.resolve(str(host)) if host else None
+
+    async def apply(self, sync: SyncEngine) -> None:
+        """Compile what changed, write it, tell Felix the outcome."""
+        state = self.state
+        changes_endpoints = set(state.changes.endpoints) | self._not_up
+        node_changed = state.changes.node
+        state.changes.clear()
+        if node_changed:
+            settings = ForwardingSettings(self.gateway_mac, await self._resolve_host_port())
+            sync.set_owner(NODE_OWNER, node_entries(settings))
+        settings = ForwardingSettings(self.gateway_mac)
+        statuses: dict[WorkloadEndpointKey, str] = {}
+        removed: list[WorkloadEndpointKey] = []
+        for key in changes_endpoints:
+            endpoint = state.endpoints.get(key)
+            if endpoint is None:
+                sync.remove_owner(key)
+                if key in self._invalid:
+                    statuses[key] = ERROR  # never had a valid version to program
+                else:
+                    removed.append(key)
+                continue
+            port = await self.ports.resolve(endpoint.name)
+            if port is None:
+                sync.remove_owner(key)
+                statuses[key] = DOWN
+                continue
+            try:
+                sync.set_owner(key, endpoint_entries(endpoint, port, settings))
+            except CannotForward as exc:
+                log.error("workload endpoint %s: %s", key, exc)
+                sync.remove_owner(key)
+                statuses[key] = ERROR
+                continue
+            statuses[key] = ERROR if key in self._invalid else UP
+        report = await sync.apply()
+        metrics.APPLIES.inc()
+        metrics.WRITES.labels("ok").inc(report.written)
+        metrics.WRITES.labels("error").inc(report.failed)
+        for owner, reason in report.errors.items():
+            if isinstance(owner, WorkloadEndpointKey) and owner in state.endpoints:
+                log.error("workload endpoint %s not fully programmed: %s", owner, reason)
+                statuses[owner] = ERROR
+        for key, status in statuses.items():
+            self.status.endpoint_status(key, status, state.endpoints.get(key))
+            if status == UP:
+                self._not_up.discard(key)
+            else:
+                self._not_up.add(key)
+        for key in removed:
+            self._not_up.discard(key)
+            self.status.endpoint_removed(key)
+        if report.errors or self._not_up:
+            asyncio.get_running_loop().call_later(RETRY_SECONDS, self._wake.set)
+
+    async def _apply_loop(self) -> None:
+        sync = await self._connect()
+        self.sync = sync
+        coalesce = float(self.settings["felix"]["coalesce_ms"]) / 1000
+        while True:
+            await self._wake.wait()
+            # Let a burst of updates land before compiling them together.
+            await asyncio.sleep(coalesce)
+            self._wake.clear()
+            if not self.state.in_sync:
+                continue
+            try:
+                await self.apply(sync)
+            except P4RuntimeClientError as exc:
+                log.error("apply failed: %s; reconnecting", exc)
+                await self.client.close()
+                sync = await self._connect()
+                self.sync = sync
+                self.state.changes.endpoints.update(self.state.endpoints)
+                self.state.changes.node = True
+                self._wake.set()
+                continue
+            if not self._in_sync_reported:
+                self._in_sync_reported = True
+                log.info("first apply after InSync done; telling Felix DataplaneInSync")
+                self.status.dataplane_in_sync()
+
+    async def _liveness(self) -> None:
+        """ProcessStatusUpdate at start and every ReportingIntervalSecs (0: start only)."""
+        self.status.process_status()
+        while True:
+            interval = self.state.config.reporting_interval_secs
+            self._config_changed.clear()
+            try:
+                await asyncio.wait_for(self._config_changed.wait(), interval or None)
+            except TimeoutError:
+                self.status.process_status()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._done.set)
+        tasks = [
+            asyncio.create_task(self._read_felix(), name="felix-reader"),
+            asyncio.create_task(self._apply_loop(), name="apply"),
+            asyncio.create_task(self._liveness(), name="liveness"),
+            asyncio.create_task(self._done.wait(), name="signal"),
+        ]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self.client.close()
+        code = 0
+        for task in done:
+            exc = task.exception()
+            if isinstance(exc, SystemExit):
+                code = int(exc.code or 0)
+            elif exc is not None:
+                log.error("driver task %s failed: %r", task.get_name(), exc)
+                code = 1
+        # Entries stay on the device: traffic keeps flowing while Felix restarts us.
+        log.info("driver exiting with status %d; the pipeline stays programmed", code)
+        return code
+
+
+def _tls(p4rt: dict[str, Any]) -> TlsSettings | None:
+    from pathlib import Path
+
+    tls = p4rt["tls"]
+    if not any(tls.values()):
+        return None
+    return TlsSettings(
+        ca=Path(tls["ca"]) if tls["ca"] else None,
+        cert=Path(tls["cert"]) if tls["cert"] else None,
+        key=Path(tls["key"]) if tls["key"] else None,
+        server_name=tls["server_name"],
+    )

@@ -1,0 +1,76 @@
+"""Status back to Felix on fd 4: liveness, per-endpoint status, DataplaneInSync."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+from calico_proto import felixbackend_pb2 as fb
+from felix_p4.felix.wire import encode_frame
+from felix_p4.model.endpoints import WorkloadEndpoint, WorkloadEndpointKey
+
+log = logging.getLogger(__name__)
+
+UP = "up"
+DOWN = "down"
+ERROR = "error"
+
+
+class StatusReporter:
+    """Writes FromDataplane frames with increasing sequence numbers.
+
+    Endpoint statuses are deduplicated: Felix hears a status when it or the endpoint it
+    describes changes (the CNI plugin waits for "up" with the endpoint it created).
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._sequence = 0
+        self._started = time.monotonic()
+        self._endpoint_status: dict[WorkloadEndpointKey, tuple[str, object]] = {}
+        self.sent = 0
+
+    def _send(self, message: fb.FromDataplane) -> None:
+        self._sequence += 1
+        message.sequence_number = self._sequence
+        self._out.write(encode_frame(message))
+        self._out.flush()
+        self.sent += 1
+
+    def process_status(self) -> None:
+        self._send(
+            fb.FromDataplane(
+                process_status_update=fb.ProcessStatusUpdate(
+                    iso_timestamp=datetime.now(UTC).isoformat(),
+                    uptime=time.monotonic() - self._started,
+                )
+            )
+        )
+
+    def endpoint_status(
+        self, key: WorkloadEndpointKey, status: str, endpoint: WorkloadEndpoint | None
+    ) -> None:
+        seen = (status, endpoint)
+        if self._endpoint_status.get(key) == seen:
+            return
+        self._endpoint_status[key] = seen
+        update = fb.WorkloadEndpointStatusUpdate(
+            id=key.to_proto(), status=fb.EndpointStatus(status=status)
+        )
+        if endpoint is not None:
+            update.endpoint.CopyFrom(endpoint.proto)
+        self._send(fb.FromDataplane(workload_endpoint_status_update=update))
+
+    def endpoint_removed(self, key: WorkloadEndpointKey) -> None:
+        if self._endpoint_status.pop(key, None) is None:
+            return
+        self._send(
+            fb.FromDataplane(
+                workload_endpoint_status_remove=fb.WorkloadEndpointStatusRemove(id=key.to_proto())
+            )
+        )
+
+    def dataplane_in_sync(self) -> None:
+        self._send(fb.FromDataplane(dataplane_in_sync=fb.DataplaneInSync()))

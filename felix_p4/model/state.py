@@ -1,0 +1,150 @@
+"""The whole desired state: what Felix has told us, applied payload by payload."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import attrs
+
+from calico_proto import felixbackend_pb2 as fb
+from felix_p4.model.endpoints import (
+    InvalidObject,
+    IPNetwork,
+    WorkloadEndpoint,
+    WorkloadEndpointKey,
+    parse_net,
+    workload_endpoint_from_proto,
+)
+from felix_p4.model.felix_config import FelixConfig
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen(slots=True)
+class HostAddresses:
+    hostname: str
+    ipv4: ipaddress.IPv4Address | None
+    ipv6: ipaddress.IPv6Address | None
+
+
+@attrs.frozen(slots=True)
+class Route:
+    dst: IPNetwork
+    types: int
+    dst_node_name: str
+    dst_node_ip: str
+    local_workload: bool
+
+
+@attrs.frozen(slots=True)
+class IpamPool:
+    cidr: IPNetwork
+    masquerade: bool
+    ipip_mode: str
+    vxlan_mode: str
+
+
+@attrs.define
+class Changes:
+    """What an apply must revisit: endpoints by key, and whether node-wide state moved."""
+
+    endpoints: set[WorkloadEndpointKey] = attrs.Factory(set)
+    node: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.endpoints) or self.node
+
+    def clear(self) -> None:
+        self.endpoints.clear()
+        self.node = False
+
+
+@attrs.define
+class DataplaneState:
+    """Felix's desired dataplane, mutated only through the apply_* methods.
+
+    Each method validates first and mutates only on success, so a bad object never
+    replaces a good one already held.
+    """
+
+    config: FelixConfig = attrs.Factory(FelixConfig)
+    endpoints: dict[WorkloadEndpointKey, WorkloadEndpoint] = attrs.Factory(dict)
+    hosts: dict[str, HostAddresses] = attrs.Factory(dict)
+    routes: dict[IPNetwork, Route] = attrs.Factory(dict)
+    pools: dict[str, IpamPool] = attrs.Factory(dict)
+    in_sync: bool = False
+    changes: Changes = attrs.Factory(Changes)
+
+    def apply_config(self, pb: fb.ConfigUpdate) -> None:
+        self.config = FelixConfig.from_map(dict(pb.config))
+        self.changes.node = True
+
+    def apply_workload_endpoint_update(self, pb: fb.WorkloadEndpointUpdate) -> WorkloadEndpointKey:
+        key = WorkloadEndpointKey.from_proto(pb.id)
+        try:
+            endpoint = workload_endpoint_from_proto(key, pb.endpoint)
+        except InvalidObject as exc:
+            raise InvalidEndpoint(key, str(exc)) from exc
+        if self.endpoints.get(key) != endpoint:
+            self.endpoints[key] = endpoint
+            self.changes.endpoints.add(key)
+        return key
+
+    def apply_workload_endpoint_remove(self, pb: fb.WorkloadEndpointRemove) -> WorkloadEndpointKey:
+        key = WorkloadEndpointKey.from_proto(pb.id)
+        if self.endpoints.pop(key, None) is not None:
+            self.changes.endpoints.add(key)
+        return key
+
+    def apply_host_metadata(self, hostname: str, ipv4: str, ipv6: str) -> None:
+        v4 = _address(ipv4, 4) if ipv4 else None
+        v6 = _address(ipv6, 6) if ipv6 else None
+        self.hosts[hostname] = HostAddresses(hostname, v4, v6)  # type: ignore[arg-type]
+        self.changes.node = True
+
+    def remove_host_metadata(self, hostname: str) -> None:
+        if self.hosts.pop(hostname, None) is not None:
+            self.changes.node = True
+
+    def apply_route_update(self, pb: fb.RouteUpdate) -> None:
+        dst = parse_net(pb.dst, "dst")
+        self.routes[dst] = Route(
+            dst, int(pb.types), pb.dst_node_name, pb.dst_node_ip, pb.local_workload
+        )
+        self.changes.node = True
+
+    def apply_route_remove(self, pb: fb.RouteRemove) -> None:
+        if self.routes.pop(parse_net(pb.dst, "dst"), None) is not None:
+            self.changes.node = True
+
+    def apply_ipam_pool_update(self, pb: fb.IPAMPoolUpdate) -> None:
+        self.pools[pb.id] = IpamPool(
+            parse_net(pb.pool.cidr, "cidr"),
+            pb.pool.masquerade,
+            pb.pool.ipip_mode,
+            pb.pool.vxlan_mode,
+        )
+        self.changes.node = True
+
+    def apply_ipam_pool_remove(self, pb: fb.IPAMPoolRemove) -> None:
+        if self.pools.pop(pb.id, None) is not None:
+            self.changes.node = True
+
+
+class InvalidEndpoint(InvalidObject):
+    """An endpoint update that failed validation; Felix hears "error" for its key."""
+
+    def __init__(self, key: WorkloadEndpointKey, reason: str) -> None:
+        super().__init__(f"workload endpoint {key}: {reason}")
+        self.key = key
+
+
+def _address(text: str, version: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidObject(f"invalid IP address {text!r}") from None
+    if addr.version != version:
+        raise InvalidObject(f"{text!r} is not an IPv{version} address")
+    return addr

@@ -1,0 +1,106 @@
+"""Table entries as immutable values addressed by P4Info names (never raw ids)."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import attrs
+
+
+@attrs.frozen(slots=True)
+class Exact:
+    value: int
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+@attrs.frozen(slots=True)
+class Lpm:
+    value: int
+    prefix_len: int
+
+    def __str__(self) -> str:
+        return f"{self.value:#x}/{self.prefix_len}"
+
+
+@attrs.frozen(slots=True)
+class Ternary:
+    value: int
+    mask: int
+
+    def __str__(self) -> str:
+        return f"{self.value:#x}&&&{self.mask:#x}"
+
+
+@attrs.frozen(slots=True)
+class Range:
+    low: int
+    high: int
+
+    def __str__(self) -> str:
+        return f"{self.low}..{self.high}"
+
+
+@attrs.frozen(slots=True)
+class Optional:
+    value: int
+
+    def __str__(self) -> str:
+        return f"={self.value}"
+
+
+Match: TypeAlias = Exact | Lpm | Ternary | Range | Optional
+
+
+def _dont_care(match: Match) -> bool:
+    # P4Runtime requires a wildcard field to be omitted (/0 prefix, zero ternary mask), so
+    # the canonical entry leaves it out and installed entries read back equal.
+    return (isinstance(match, Lpm) and match.prefix_len == 0) or (
+        isinstance(match, Ternary) and match.mask == 0
+    )
+
+
+# (table, match fields sorted by name, priority, is_default): what P4Runtime keys an entry by.
+EntryKey: TypeAlias = tuple[str, tuple[tuple[str, Match], ...], int, bool]
+
+
+@attrs.frozen(slots=True)
+class TableEntry:
+    table: str
+    match: tuple[tuple[str, Match], ...] = ()
+    action: str = ""
+    params: tuple[tuple[str, int], ...] = ()
+    priority: int = 0
+    is_default: bool = False
+
+    @classmethod
+    def make(
+        cls,
+        table: str,
+        match: dict[str, Match],
+        action: str,
+        params: dict[str, int] | None = None,
+        priority: int = 0,
+    ) -> TableEntry:
+        return cls(
+            table,
+            tuple(sorted((n, m) for n, m in match.items() if not _dont_care(m))),
+            action,
+            tuple(sorted((params or {}).items())),
+            priority,
+        )
+
+    @classmethod
+    def default(cls, table: str, action: str, params: dict[str, int] | None = None) -> TableEntry:
+        return cls(table, (), action, tuple(sorted((params or {}).items())), 0, True)
+
+    @property
+    def key(self) -> EntryKey:
+        return (self.table, self.match, self.priority, self.is_default)
+
+    def __str__(self) -> str:
+        fields = " ".join(f"{name}={m}" for name, m in self.match) or "(default)"
+        args = ", ".join(f"{name}={value:#x}" for name, value in self.params)
+        prio = f" priority={self.priority}" if self.priority else ""
+        return f"{self.table} {fields}{prio} -> {self.action}({args})"

@@ -1,0 +1,198 @@
+"""Desired versus installed entries: ordered INSERT/MODIFY/DELETE batches and their outcome."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Iterable
+from typing import TypeAlias
+
+import attrs
+from finsy.proto import p4r, rpc_code
+
+from felix_p4.p4.client import P4RuntimeClient, UpdateResult
+from felix_p4.p4.entries import EntryKey, TableEntry
+from felix_p4.p4.schema import PipelineSchema
+
+log = logging.getLogger(__name__)
+
+Owner = Hashable
+
+UpdateType: TypeAlias = p4r.Update.Type.ValueType
+INSERT: UpdateType = p4r.Update.INSERT
+MODIFY: UpdateType = p4r.Update.MODIFY
+DELETE: UpdateType = p4r.Update.DELETE
+
+
+@attrs.frozen(slots=True)
+class Operation:
+    type: UpdateType
+    entry: TableEntry
+
+    def __str__(self) -> str:
+        return f"{p4r.Update.Type.Name(self.type)} {self.entry}"
+
+
+@attrs.define
+class ApplyReport:
+    written: int = 0
+    failed: int = 0
+    # owner -> reason, for owners with at least one entry not on the device as desired
+    errors: dict[Owner, str] = attrs.Factory(dict)
+
+
+class SyncEngine:
+    """Keeps the device's entries equal to the union of what every owner wants.
+
+    Owners (an endpoint key, "node", ...) each declare their full set of entries; only keys
+    whose claims changed since the last apply are diffed, so work follows the change.
+    Two owners may claim the same key with the same entry; different entries for one key
+    are a conflict, which the lowest owner (by repr) wins deterministically.
+    """
+
+    def __init__(
+        self, schema: PipelineSchema, client: P4RuntimeClient, batch_size: int = 1000
+    ) -> None:
+        self.schema = schema
+        self.client = client
+        self.batch_size = batch_size
+        self._rank = {name: i for i, name in enumerate(schema.table_names)}
+        self.installed: dict[EntryKey, TableEntry] = {}
+        self._claims: dict[EntryKey, dict[Owner, TableEntry]] = {}
+        self._owned: dict[Owner, frozenset[TableEntry]] = {}
+        self._dirty: set[EntryKey] = set()
+        self._failed_keys: dict[EntryKey, str] = {}
+        self._conflicted: set[EntryKey] = set()
+        self.total_written = 0
+
+    async def load_installed(self) -> None:
+        """Read the device back; afterwards every installed key is compared at next apply."""
+        self.installed.clear()
+        for pb in await self.client.read_table_entries():
+            entry = self.schema.decode(pb)
+            self.installed[entry.key] = entry
+        self._dirty.update(self.installed)
+        self._dirty.update(self._claims)
+
+    def set_owner(self, owner: Owner, entries: Iterable[TableEntry]) -> None:
+        new = frozenset(entries)
+        old = self._owned.get(owner, frozenset())
+        if new == old:
+            return
+        touched: set[EntryKey] = set()
+        for entry in old - new:
+            claims = self._claims.get(entry.key)
+            if claims is not None and claims.get(owner) == entry:
+                del claims[owner]
+                if not claims:
+                    del self._claims[entry.key]
+                touched.add(entry.key)
+        for entry in new - old:
+            self._claims.setdefault(entry.key, {})[owner] = entry
+            touched.add(entry.key)
+        self._dirty |= touched
+        for key in touched:
+            claims = self._claims.get(key)
+            if claims and len(set(claims.values())) > 1:
+                self._conflicted.add(key)
+            else:
+                self._conflicted.discard(key)
+        if new:
+            self._owned[owner] = new
+        else:
+            self._owned.pop(owner, None)
+
+    def remove_owner(self, owner: Owner) -> None:
+        self.set_owner(owner, ())
+
+    def owners(self) -> list[Owner]:
+        return list(self._owned)
+
+    def desired(self, key: EntryKey) -> TableEntry | None:
+        claims = self._claims.get(key)
+        if not claims:
+            return None
+        return claims[min(claims, key=repr)]
+
+    def desired_entries(self) -> dict[EntryKey, TableEntry]:
+        return {key: self.desired(key) for key in self._claims}  # type: ignore[misc]
+
+    def plan(self) -> list[Operation]:
+        """Operations for the dirty keys: deletes (reverse table order), modifies, inserts."""
+        deletes: list[Operation] = []
+        modifies: list[Operation] = []
+        inserts: list[Operation] = []
+        for key in self._dirty:
+            want = self.desired(key)
+            have = self.installed.get(key)
+            if want == have:
+                continue
+            if want is None:
+                assert have is not None
+                if not have.is_default:
+                    deletes.append(Operation(DELETE, have))
+            elif have is None and not want.is_default:
+                inserts.append(Operation(INSERT, want))
+            else:
+                modifies.append(Operation(MODIFY, want))
+        rank = self._rank
+        deletes.sort(key=lambda op: -rank.get(op.entry.table, 0))
+        modifies.sort(key=lambda op: rank.get(op.entry.table, 0))
+        inserts.sort(key=lambda op: rank.get(op.entry.table, 0))
+        return deletes + modifies + inserts
+
+    async def apply(self) -> ApplyReport:
+        """Write the plan in batches, record what the device accepted, report failures."""
+        ops = self.plan()
+        self._dirty.clear()
+        report = ApplyReport()
+        for start in range(0, len(ops), self.batch_size):
+            batch = ops[start : start + self.batch_size]
+            updates = [
+                p4r.Update(
+                    type=op.type, entity=p4r.Entity(table_entry=self.schema.encode(op.entry))
+                )
+                for op in batch
+            ]
+            results = await self.client.write(updates)
+            for op, result in zip(batch, results, strict=True):
+                self._record(op, result, report)
+        # A key that failed stays dirty so the next apply retries it.
+        self._dirty.update(self._failed_keys)
+        for key, reason in self._failed_keys.items():
+            for owner in self._claims.get(key, {}):
+                report.errors.setdefault(owner, reason)
+        self._report_conflicts(report)
+        self.total_written += report.written
+        return report
+
+    def _record(self, op: Operation, result: UpdateResult, report: ApplyReport) -> None:
+        key = op.entry.key
+        if result.ok:
+            report.written += 1
+            self._failed_keys.pop(key, None)
+            if op.type == DELETE:
+                self.installed.pop(key, None)
+            else:
+                self.installed[key] = op.entry
+            return
+        report.failed += 1
+        reason = f"{_code_name(result.code)}: {result.message}"
+        log.error("P4Runtime rejected %s: %s", op, reason)
+        self._failed_keys[key] = reason
+
+    def _report_conflicts(self, report: ApplyReport) -> None:
+        for key in self._conflicted:
+            claims = self._claims[key]
+            winner = min(claims, key=repr)
+            for owner, entry in claims.items():
+                if entry != claims[winner]:
+                    report.errors.setdefault(
+                        owner, f"conflicts with {winner} over {entry.table} {entry.match}"
+                    )
+
+
+def _code_name(code: int) -> str:
+    try:
+        return rpc_code.Code.Name(code)  # type: ignore[arg-type]
+    except ValueError:
+        return str(code)

@@ -1,0 +1,116 @@
+"""The embedded target as a process: P4Runtime plus the felix_p4.Target trace/ports service.
+
+felix_p4.Target is a small gRPC service whose requests and replies are JSON documents
+(so no extra bindings are needed): Trace runs one packet through the behavioural model,
+PortOf hands out stable port numbers for interface names (the "auto" ports mode).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import grpc
+
+from felix_p4.target.packet import PacketError, build, describe
+from felix_p4.target.pipeline import FelixPipeline
+from felix_p4.target.server import EmbeddedTarget, add_p4runtime
+
+log = logging.getLogger(__name__)
+
+SERVICE = "felix_p4.Target"
+FIRST_AUTO_PORT = 1
+
+
+def _encode(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def _decode(raw: bytes) -> Any:
+    return json.loads(raw.decode())
+
+
+class TargetService:
+    def __init__(self, target: EmbeddedTarget) -> None:
+        self.target = target
+        self.ports: dict[str, int] = {}
+
+    def port_of(self, request: dict[str, Any], context: grpc.ServicerContext) -> dict[str, Any]:
+        name = str(request.get("name", ""))
+        if not name:
+            raise ValueError("PortOf needs a name")
+        if name not in self.ports:
+            self.ports[name] = FIRST_AUTO_PORT + len(self.ports)
+        return {"name": name, "port": self.ports[name]}
+
+    def trace(self, request: dict[str, Any], context: grpc.ServicerContext) -> dict[str, Any]:
+        tables = self.target.tables
+        if tables is None:
+            raise RuntimeError("no pipeline has been set on the target")
+        in_port = request["in_port"]
+        if isinstance(in_port, str) and not in_port.isdigit():
+            if in_port not in self.ports:
+                raise ValueError(f"no port is known for interface {in_port!r}")
+            in_port = self.ports[in_port]
+        raw = bytes.fromhex(request["hex"]) if "hex" in request else build(request["packet"])
+        result = FelixPipeline(tables).process(int(in_port), raw)
+        out = result.to_json(describe)
+        out["in_packet"] = describe(raw)
+        return out
+
+
+def _unary(handler: Any) -> grpc.RpcMethodHandler:
+    async def call(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            return _encode(handler(_decode(raw), context))
+        except (ValueError, KeyError, PacketError, json.JSONDecodeError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{type(exc).__name__}: {exc}")
+        except RuntimeError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        raise AssertionError("unreachable")
+
+    return grpc.unary_unary_rpc_method_handler(call)
+
+
+def add_target_service(server: grpc.aio.Server, service: TargetService) -> None:
+    handlers = {"Trace": _unary(service.trace), "PortOf": _unary(service.port_of)}
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
+
+
+async def start_target(
+    listen: str, device_id: int = 1
+) -> tuple[grpc.aio.Server, int, EmbeddedTarget]:
+    """Start P4Runtime + felix_p4.Target on `listen`; returns the server and the bound port."""
+    target = EmbeddedTarget(device_id, initial_defaults_for=initial_defaults)
+    server = grpc.aio.server()
+    add_p4runtime(server, target)
+    add_target_service(server, TargetService(target))
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    log.info("embedded target listening on %s (port %d)", listen, port)
+    return server, port, target
+
+
+def initial_defaults(p4info: Any) -> dict[str, tuple[str, dict[str, int]]]:
+    """Default actions pipeline/forwarding.p4 declares that the P4Info cannot carry."""
+    names = {t.preamble.name for t in p4info.tables}
+    return {t: ("drop", {}) for t in ("routes_v4", "routes_v6") if t in names}
+
+
+class TargetClient:
+    """Client for felix_p4.Target over a grpc.aio channel."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._trace = channel.unary_unary(f"/{SERVICE}/Trace")
+        self._port_of = channel.unary_unary(f"/{SERVICE}/PortOf")
+
+    async def trace(self, request: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = _decode(await self._trace(_encode(request)))
+        return result
+
+    async def port_of(self, name: str) -> int:
+        reply = _decode(await self._port_of(_encode({"name": name})))
+        return int(reply["port"])

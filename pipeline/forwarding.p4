@@ -1,0 +1,198 @@
+// Architecture-neutral forwarding: port classification, ARP responder, source check
+// (anti-spoofing) and routing with MAC rewrite and TTL / hop-limit decrement.
+// Table, action, key and parameter ids are explicit so the P4Info is a stable contract.
+#ifndef FELIX_P4_FORWARDING_P4
+#define FELIX_P4_FORWARDING_P4
+
+#include "headers.p4"
+
+control FelixForwarding(inout headers_t hdr, inout metadata_t meta) {
+
+    @id(0x01000001) @name(".drop")
+    action drop() {
+        meta.drop = 1;
+    }
+
+    @id(0x01000002) @name(".workload_port")
+    action workload_port(@id(1) bit<48> gateway_mac) {
+        meta.port_kind = PORT_KIND_WORKLOAD;
+        meta.gateway_mac = gateway_mac;
+    }
+
+    @id(0x01000003) @name(".host_port")
+    action host_port() {
+        meta.port_kind = PORT_KIND_HOST;
+    }
+
+    @id(0x02000001) @name(".port_classify")
+    table port_classify {
+        key = {
+            meta.in_port : exact @id(1) @name("port");
+        }
+        actions = {
+            workload_port;
+            host_port;
+            @defaultonly drop;
+        }
+        const default_action = drop;
+        size = 65536;
+    }
+
+    @id(0x01000004) @name(".allow_source")
+    action allow_source() {
+    }
+
+    @id(0x02000002) @name(".source_check_v4")
+    table source_check_v4 {
+        key = {
+            meta.in_port      : exact @id(1) @name("port");
+            hdr.ipv4.src_addr : lpm   @id(2) @name("src");
+        }
+        actions = {
+            allow_source;
+            @defaultonly drop;
+        }
+        const default_action = drop;
+        size = 65536;
+    }
+
+    @id(0x02000003) @name(".source_check_v6")
+    table source_check_v6 {
+        key = {
+            meta.in_port      : exact @id(1) @name("port");
+            hdr.ipv6.src_addr : lpm   @id(2) @name("src");
+        }
+        actions = {
+            allow_source;
+            @defaultonly drop;
+        }
+        const default_action = drop;
+        size = 65536;
+    }
+
+    // Deliver to a local workload: its MAC as destination, the gateway MAC as source.
+    @id(0x01000005) @name(".to_workload")
+    action to_workload(@id(1) bit<32> port, @id(2) bit<48> dmac, @id(3) bit<48> smac) {
+        meta.egress_port = port;
+        hdr.ethernet.dst_addr = dmac;
+        hdr.ethernet.src_addr = smac;
+    }
+
+    // Hand to the host (its stack routes off-node traffic and answers for itself).
+    @id(0x01000006) @name(".to_host")
+    action to_host(@id(1) bit<32> port) {
+        meta.egress_port = port;
+    }
+
+    @id(0x02000004) @name(".routes_v4")
+    table routes_v4 {
+        key = {
+            hdr.ipv4.dst_addr : lpm @id(1) @name("dst");
+        }
+        actions = {
+            to_workload;
+            to_host;
+            drop;
+        }
+        default_action = drop;
+        size = 65536;
+    }
+
+    @id(0x02000005) @name(".routes_v6")
+    table routes_v6 {
+        key = {
+            hdr.ipv6.dst_addr : lpm @id(1) @name("dst");
+        }
+        actions = {
+            to_workload;
+            to_host;
+            drop;
+        }
+        default_action = drop;
+        size = 65536;
+    }
+
+    // Calico workloads ARP for their gateway and expect the host side to answer for any
+    // address with its own MAC (proxy ARP); the reply goes back out of the asking port.
+    action arp_reply() {
+        hdr.ethernet.dst_addr = hdr.ethernet.src_addr;
+        hdr.ethernet.src_addr = meta.gateway_mac;
+        hdr.arp.oper = ARP_OPER_REPLY;
+        hdr.arp.tha = hdr.arp.sha;
+        hdr.arp.sha = meta.gateway_mac;
+        bit<32> target = hdr.arp.tpa;
+        hdr.arp.tpa = hdr.arp.spa;
+        hdr.arp.spa = target;
+        meta.egress_port = meta.in_port;
+    }
+
+    // RFC 1624 incremental checksum update for the TTL decrement (the TTL shares a
+    // 16-bit word with the protocol field).
+    action decrement_ttl_v4() {
+        bit<16> old_word = hdr.ipv4.ttl ++ hdr.ipv4.protocol;
+        hdr.ipv4.ttl = hdr.ipv4.ttl - 1;
+        bit<16> new_word = hdr.ipv4.ttl ++ hdr.ipv4.protocol;
+        bit<32> sum = (bit<32>)(~hdr.ipv4.hdr_checksum) + (bit<32>)(~old_word) + (bit<32>)new_word;
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        hdr.ipv4.hdr_checksum = ~(sum[15:0]);
+    }
+
+    apply {
+        meta.drop = 0;
+        meta.egress_port = 0;
+        port_classify.apply();
+        if (meta.drop == 1) {
+            return;
+        }
+        if (hdr.arp.isValid()) {
+            if (meta.port_kind == PORT_KIND_WORKLOAD && hdr.arp.htype == ARP_HTYPE_ETHERNET
+                    && hdr.arp.ptype == ETHERTYPE_IPV4 && hdr.arp.oper == ARP_OPER_REQUEST) {
+                arp_reply();
+            } else {
+                drop();
+            }
+            return;
+        }
+        if (hdr.ipv4.isValid()) {
+            if (meta.port_kind == PORT_KIND_WORKLOAD) {
+                source_check_v4.apply();
+                if (meta.drop == 1) {
+                    return;
+                }
+            }
+            switch (routes_v4.apply().action_run) {
+                to_workload: {
+                    // An expiring packet is dropped: the pipeline does not generate ICMP
+                    // time-exceeded. The incremental checksum update is correct with
+                    // IPv4 options present, so they need no special case.
+                    if (hdr.ipv4.ttl <= 1) {
+                        drop();
+                    } else {
+                        decrement_ttl_v4();
+                    }
+                }
+            }
+        } else if (hdr.ipv6.isValid()) {
+            if (meta.port_kind == PORT_KIND_WORKLOAD) {
+                source_check_v6.apply();
+                if (meta.drop == 1) {
+                    return;
+                }
+            }
+            switch (routes_v6.apply().action_run) {
+                to_workload: {
+                    if (hdr.ipv6.hop_limit <= 1) {
+                        drop();
+                    } else {
+                        hdr.ipv6.hop_limit = hdr.ipv6.hop_limit - 1;
+                    }
+                }
+            }
+        } else {
+            drop();
+        }
+    }
+}
+
+#endif
