@@ -17,7 +17,6 @@ DEFAULTS: dict[str, Any] = {
         "address": "127.0.0.1:9559",
         "device_id": 1,
         "election_id": 10,
-        "plaintext": True,
         "tls": {"ca": "", "cert": "", "key": "", "server_name": ""},
         "batch_size": 1000,
     },

@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
-# Payloads felix-p4 does not apply, with the reason given in docs/felix-payloads.md.
+# Payloads applied to the model, and what they drive (docs/felix-payloads.md lists both).
+HANDLED: dict[str, str] = {
+    "in_sync": "ends the snapshot: the first apply runs, then DataplaneInSync",
+    "config_update": "hostname, ReportingIntervalSecs, LogSeverityScreen",
+    "workload_endpoint_update": "port classification, source check and routes of a local pod",
+    "workload_endpoint_remove": "removes those entries; WorkloadEndpointStatusRemove",
+    "host_metadata_update": "node addresses (model only in pipeline v0)",
+    "host_metadata_remove": "node addresses (model only in pipeline v0)",
+    "host_metadata_v6_update": "node addresses (model only in pipeline v0)",
+    "host_metadata_v6_remove": "node addresses (model only in pipeline v0)",
+    "host_metadata_v4v6_update": "node addresses (model only in pipeline v0)",
+    "host_metadata_v4v6_remove": "node addresses (model only in pipeline v0)",
+    "route_update": "routes (model only: non-local destinations go to the host port)",
+    "route_remove": "routes (model only: non-local destinations go to the host port)",
+    "ipam_pool_update": "IP pools (model only in pipeline v0)",
+    "ipam_pool_remove": "IP pools (model only in pipeline v0)",
+}
+
+# Payloads felix-p4 does not apply, with the reason.
 IGNORED: dict[str, str] = {
     "ipset_update": "policy is not in pipeline v0",
     "ipset_delta_update": "policy is not in pipeline v0",

@@ -24,11 +24,17 @@ def msg(**payload: Any) -> fb.ToDataplane:
     return json_format.ParseDict(payload, fb.ToDataplane())
 
 
-def endpoint_update(name: str, ip: str, mac: str = "0a:58:00:00:00:01", **extra: Any) -> fb.ToDataplane:
+def endpoint_update(
+    name: str, ip: str, mac: str = "0a:58:00:00:00:01", **extra: Any
+) -> fb.ToDataplane:
     endpoint = {"state": "active", "name": name, "mac": mac, "ipv4_nets": [ip], **extra}
     return msg(
         workload_endpoint_update={
-            "id": {"orchestrator_id": "k8s", "workload_id": f"default/{name}", "endpoint_id": "eth0"},
+            "id": {
+                "orchestrator_id": "k8s",
+                "workload_id": f"default/{name}",
+                "endpoint_id": "eth0",
+            },
             "endpoint": endpoint,
         }
     )
@@ -37,7 +43,11 @@ def endpoint_update(name: str, ip: str, mac: str = "0a:58:00:00:00:01", **extra:
 def endpoint_remove(name: str) -> fb.ToDataplane:
     return msg(
         workload_endpoint_remove={
-            "id": {"orchestrator_id": "k8s", "workload_id": f"default/{name}", "endpoint_id": "eth0"}
+            "id": {
+                "orchestrator_id": "k8s",
+                "workload_id": f"default/{name}",
+                "endpoint_id": "eth0",
+            }
         }
     )
 

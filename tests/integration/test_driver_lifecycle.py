@@ -23,7 +23,9 @@ def test_snapshot_is_programmed_once_in_sync_and_reported_up(tmp_path):
         async with embedded_target() as (address, target):
             async with felix_driver(address, tmp_path) as felix:
                 await felix.send(*SNAPSHOT)
-                await felix.wait_for(lambda r: "process_status_update" in [m.WhichOneof("payload") for m in r])
+                await felix.wait_for(
+                    lambda r: "process_status_update" in [m.WhichOneof("payload") for m in r]
+                )
                 # Half a snapshot: nothing may be written while Felix is not in sync.
                 pipeline_ready = asyncio.Event()
                 target.on_pipeline.append(pipeline_ready.set)
@@ -38,7 +40,9 @@ def test_snapshot_is_programmed_once_in_sync_and_reported_up(tmp_path):
                 assert {u.endpoint.name for u in ups} == {"cali-a", "cali-b"}
                 # DataplaneInSync comes after the statuses of the first apply.
                 order = felix.payloads()
-                assert order.index("dataplane_in_sync") > order.index("workload_endpoint_status_update")
+                assert order.index("dataplane_in_sync") > order.index(
+                    "workload_endpoint_status_update"
+                )
                 seqs = [m.sequence_number for m in felix.received]
                 assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
                 assert _entries(target, "port_classify") == 3  # two pods and the host port
@@ -95,7 +99,9 @@ def test_liveness_is_reported_at_the_felix_interval(tmp_path):
         async with embedded_target() as (address, _):
             async with felix_driver(address, tmp_path) as felix:
                 await felix.send(msg(config_update={"config": {"ReportingIntervalSecs": "1"}}))
-                await felix.wait_for(lambda r: len(felix.payloads("process_status_update")) >= 3, 10)
+                await felix.wait_for(
+                    lambda r: len(felix.payloads("process_status_update")) >= 3, 10
+                )
                 uptimes = [p.uptime for p in felix.payloads("process_status_update")]
                 assert uptimes == sorted(uptimes)
 
@@ -120,5 +126,3 @@ def test_unprogrammable_endpoint_is_error_and_unknown_port_is_down(tmp_path):
                 assert _entries(target, "routes_v4") == 3
 
     asyncio.run(main())
-
-
