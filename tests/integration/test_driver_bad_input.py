@@ -16,7 +16,7 @@ def _frame(body: bytes) -> bytes:
 
 def test_undecodable_and_unknown_frames_are_skipped(tmp_path):
     async def main():
-        async with embedded_target() as (address, target):
+        async with embedded_target() as (address, _):
             async with felix_driver(address, tmp_path) as felix:
                 await felix.driver.send_raw(_frame(b"\xff\xff\xff\xff"))  # not a protobuf
                 # A payload field from a newer Felix (number 999, length-delimited).
