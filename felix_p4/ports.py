@@ -42,10 +42,8 @@ class PortResolver:
 
 
 async def netlink_ifindex(name: str) -> int | None:
-    # pyroute2's IPRoute is a synchronous netlink socket; a link lookup is one short
-    # request/response, cheaper than a thread hop.
-    from pyroute2 import IPRoute
+    from pyroute2 import AsyncIPRoute
 
-    with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=name)
+    async with AsyncIPRoute() as ipr:
+        found = await ipr.link_lookup(ifname=name)
     return int(found[0]) if found else None
