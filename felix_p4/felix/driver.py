@@ -23,7 +23,7 @@ from felix_p4.felix.dispatch import IGNORED
 from felix_p4.felix.status import DOWN, ERROR, UP, StatusReporter
 from felix_p4.model.endpoints import InvalidObject, WorkloadEndpointKey, parse_mac
 from felix_p4.model.state import DataplaneState, InvalidEndpoint
-from felix_p4.p4.client import P4RuntimeClient, P4RuntimeClientError, TlsSettings
+from felix_p4.p4.client import MAX_BATCH, P4RuntimeClient, P4RuntimeClientError, TlsSettings
 from felix_p4.p4.pipeline import ensure_pipeline, load_pipeline
 from felix_p4.p4.schema import PipelineSchema
 from felix_p4.p4.sync import SyncEngine
@@ -181,7 +181,9 @@ class Driver:
                     self.client, p4info, device_config, bool(self.settings["pipeline"]["push"])
                 )
                 sync = SyncEngine(
-                    schema, self.client, int(self.settings["p4runtime"]["batch_size"])
+                    schema,
+                    self.client,
+                    min(int(self.settings["p4runtime"]["batch_size"]), MAX_BATCH),
                 )
                 await sync.load_installed()
                 log.info("read %d installed entries back from the device", len(sync.installed))

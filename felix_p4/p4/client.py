@@ -14,6 +14,9 @@ from finsy.proto import p4i, p4r, p4r_grpc, rpc_code, rpc_status
 log = logging.getLogger(__name__)
 
 
+MAX_BATCH = 10_000  # updates per WriteRequest the channel is sized for
+
+
 class P4RuntimeClientError(Exception):
     """The device refused or failed a whole RPC."""
 
@@ -44,8 +47,12 @@ OK = UpdateResult(rpc_code.OK)
 
 
 def _channel(address: str, tls: TlsSettings | None) -> grpc.aio.Channel:
+    # Per-update errors come back in trailing metadata; the spec suggests room for about
+    # 100 bytes per update on top of gRPC's 8 KiB default.
     options: list[tuple[str, int | str]] = [
-        ("grpc.max_receive_message_length", 256 * 1024 * 1024)
+        ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+        ("grpc.max_send_message_length", 256 * 1024 * 1024),
+        ("grpc.max_metadata_size", 8192 + 100 * MAX_BATCH),
     ]
     if tls is None:
         return grpc.aio.insecure_channel(address, options=options)

@@ -15,7 +15,7 @@ import grpc
 
 from felix_p4.target.packet import PacketError, build, describe
 from felix_p4.target.pipeline import FelixPipeline
-from felix_p4.target.server import EmbeddedTarget, add_p4runtime
+from felix_p4.target.server import GRPC_SERVER_OPTIONS, EmbeddedTarget, add_p4runtime
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ async def start_target(
 ) -> tuple[grpc.aio.Server, int, EmbeddedTarget]:
     """Start P4Runtime + felix_p4.Target on `listen`; returns the server and the bound port."""
     target = EmbeddedTarget(device_id, initial_defaults_for=initial_defaults)
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     add_p4runtime(server, target)
     add_target_service(server, TargetService(target))
     port = server.add_insecure_port(listen)

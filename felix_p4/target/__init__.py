@@ -1,0 +1,1 @@
+"""Embedded software target: P4Runtime server, table store and the pipeline's behavioural model."""
