@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -23,7 +24,7 @@ def _driver(args: argparse.Namespace) -> int:
     from felix_p4 import metrics
     from felix_p4.config import ConfigError, load_settings
     from felix_p4.felix.driver import Driver
-    from felix_p4.ports import PortResolver, netlink_ifindex
+    from felix_p4.ports import make_resolver
 
     overrides: dict[str, Any] = {}
     if getattr(args, "p4runtime_address", None):
@@ -43,46 +44,31 @@ def _driver(args: argparse.Namespace) -> int:
         metrics.serve(settings["metrics"]["address"])
 
     async def run() -> int:
-        mode = settings["ports"]["mode"]
-        static = settings["ports"]["map"]
-        if mode == "auto":
-            resolver = PortResolver(static, await _auto_ports(settings["p4runtime"]["address"]))
-        elif mode == "netlink":
-            resolver = PortResolver(static, netlink_ifindex)
-        elif mode == "static":
-            resolver = PortResolver(static)
-        else:
-            logging.getLogger("felix_p4").error("ports.mode must be static, netlink or auto")
+        try:
+            resolver = make_resolver(settings["ports"], settings["p4runtime"]["address"])
+        except ValueError as exc:
+            logging.getLogger("felix_p4").error("configuration: %s", exc)
             return 2
         return await Driver(settings, resolver).run()
 
     return asyncio.run(run())
 
 
-async def _auto_ports(address: str) -> Any:
-    import grpc
-
-    from felix_p4.target.service import TargetClient
-
-    client = TargetClient(grpc.aio.insecure_channel(address))
-
-    async def resolve(name: str) -> int | None:
-        try:
-            return await client.port_of(name)
-        except grpc.aio.AioRpcError as exc:
-            logging.getLogger("felix_p4.ports").error("auto port for %s: %s", name, exc.details())
-            return None
-
-    return resolve
-
-
 def _target(args: argparse.Namespace) -> int:
-    from felix_p4.target.service import start_target
+    from felix_p4.target.service import ServerTls, start_target
 
     _setup_logging(args.log_level)
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            print("felix-p4 target: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        tls = ServerTls(
+            Path(args.tls_cert), Path(args.tls_key), Path(args.tls_ca) if args.tls_ca else None
+        )
 
     async def run() -> int:
-        server, _, _ = await start_target(args.listen, args.device_id)
+        server, _, _ = await start_target(args.listen, args.device_id, tls)
         await server.wait_for_termination()
         return 0
 
@@ -147,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     driver = sub.add_parser("driver", help="run the dataplane driver (what Felix runs)")
     driver.add_argument("--config", help="YAML settings file (default $FELIX_P4_CONFIG)")
     driver.add_argument("--p4runtime-address")
-    driver.add_argument("--ports-mode", choices=["static", "netlink", "auto"])
+    driver.add_argument("--ports-mode", choices=["static", "netlink", "target", "auto"])
     driver.add_argument("--log-level")
     driver.set_defaults(func=_driver)
 
@@ -155,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--listen", default="127.0.0.1:9559")
     target.add_argument("--device-id", type=int, default=1)
     target.add_argument("--log-level", default="INFO")
+    target.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
+    target.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
+    target.add_argument("--tls-ca", help="require client certificates signed by this CA")
     target.set_defaults(func=_target)
 
     trace = sub.add_parser("trace", help="run one packet through the embedded target")

@@ -28,8 +28,9 @@ DEFAULTS: dict[str, Any] = {
         "push": True,
     },
     "ports": {
-        # static: only `map`; netlink: interface ifindex; auto: ask the embedded target.
-        "mode": "netlink",
+        # static: only `map`; netlink: interface ifindex; target: the embedded target's
+        # port service; auto: netlink, then the target's service where it has one.
+        "mode": "auto",
         "map": {},
         "host": "host",
     },

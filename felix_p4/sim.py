@@ -139,7 +139,7 @@ async def run_scenario(scenario: dict[str, Any], as_json: bool, out: Any = sys.s
     address = f"127.0.0.1:{port}"
     settings: dict[str, Any] = {
         "p4runtime": {"address": address},
-        "ports": {"mode": "auto"},
+        "ports": {"mode": "target"},
         "log_level": logging.getLevelName(logging.getLogger().level),
     }
     for section, values in (scenario.get("config") or {}).items():

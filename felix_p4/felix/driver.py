@@ -214,7 +214,8 @@ class Driver:
         settings = ForwardingSettings(self.gateway_mac)
         statuses: dict[WorkloadEndpointKey, str] = {}
         removed: list[WorkloadEndpointKey] = []
-        for key in changes_endpoints:
+        # Sorted so ports handed out on first sight are numbered reproducibly.
+        for key in sorted(changes_endpoints):
             endpoint = state.endpoints.get(key)
             if endpoint is None:
                 sync.remove_owner(key)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
+import attrs
 import grpc
 
 from felix_p4.target.packet import PacketError, build, describe
@@ -78,15 +80,30 @@ def add_target_service(server: grpc.aio.Server, service: TargetService) -> None:
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
 
 
+@attrs.frozen(slots=True)
+class ServerTls:
+    cert: Path
+    key: Path
+    client_ca: Path | None = None  # set: clients must present a certificate it signed
+
+
 async def start_target(
-    listen: str, device_id: int = 1
+    listen: str, device_id: int = 1, tls: ServerTls | None = None
 ) -> tuple[grpc.aio.Server, int, EmbeddedTarget]:
     """Start P4Runtime + felix_p4.Target on `listen`; returns the server and the bound port."""
     target = EmbeddedTarget(device_id, initial_defaults_for=initial_defaults)
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     add_p4runtime(server, target)
     add_target_service(server, TargetService(target))
-    port = server.add_insecure_port(listen)
+    if tls is None:
+        port = server.add_insecure_port(listen)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(tls.key.read_bytes(), tls.cert.read_bytes())],
+            root_certificates=tls.client_ca.read_bytes() if tls.client_ca else None,
+            require_client_auth=tls.client_ca is not None,
+        )
+        port = server.add_secure_port(listen, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()

@@ -1,4 +1,5 @@
-"""As an operator sees it: `felix-p4 target` and the driver as processes, then trace and tables."""
+"""As an operator sees it: `felix-p4 target` and the driver (default settings) as processes,
+then `felix-p4 trace` and `felix-p4 tables`."""
 
 import asyncio
 import json
@@ -37,7 +38,6 @@ def test_target_driver_trace_and_tables_as_processes(tmp_path):
                 os.environ,
                 FELIX_P4_CONFIG=str(tmp_path / "absent.yaml"),
                 FELIX_P4_P4RUNTIME_ADDRESS=address,
-                FELIX_P4_PORTS_MODE="auto",
             )
             driver = spawn_driver(env=env)
             felix = Felix(driver)

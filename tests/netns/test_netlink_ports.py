@@ -36,7 +36,7 @@ def test_veth_name_resolves_to_its_ifindex(netns):
     with IPRoute() as ipr:
         ipr.link("add", ifname="cali-test1", kind="veth", peer="eth-peer1")
         (index,) = ipr.link_lookup(ifname="cali-test1")
-    resolver = PortResolver({"cali-pinned": 42}, netlink_ifindex)
+    resolver = PortResolver({"cali-pinned": 42}, [netlink_ifindex])
 
     async def main() -> None:
         assert await resolver.resolve("cali-test1") == index

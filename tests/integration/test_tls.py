@@ -1,0 +1,119 @@
+"""The driver reaches a TLS P4Runtime target with mutual TLS and a server name override."""
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from felix_harness import SNAPSHOT, Felix, felix_driver, msg
+
+from felix_p4.target.service import ServerTls, start_target
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+
+
+def _issue(tmp: Path, name: str, ca: str | None, san: str | None = None) -> None:
+    key, crt = tmp / f"{name}.key", tmp / f"{name}.crt"
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    if ca is None:
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                *newkey,
+                "-keyout",
+                key,
+                "-out",
+                crt,
+                "-days",
+                "1",
+                "-subj",
+                f"/CN={name}",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return
+    csr = tmp / f"{name}.csr"
+    subprocess.run(
+        ["openssl", "req", *newkey, "-keyout", key, "-out", csr, "-subj", f"/CN={name}"],
+        check=True,
+        capture_output=True,
+    )
+    ext = tmp / f"{name}.ext"
+    ext.write_text(f"subjectAltName=DNS:{san}\n" if san else "extendedKeyUsage=clientAuth\n")
+    subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            tmp / f"{ca}.crt",
+            "-CAkey",
+            tmp / f"{ca}.key",
+            "-CAcreateserial",
+            "-out",
+            crt,
+            "-days",
+            "1",
+            "-extfile",
+            ext,
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_mutual_tls_with_server_name_override(tmp_path):
+    _issue(tmp_path, "ca", None)
+    _issue(tmp_path, "server", "ca", san="p4rt.felix-p4.test")
+    _issue(tmp_path, "client", "ca")
+    tls = {
+        "ca": str(tmp_path / "ca.crt"),
+        "cert": str(tmp_path / "client.crt"),
+        "key": str(tmp_path / "client.key"),
+        "server_name": "p4rt.felix-p4.test",
+    }
+
+    async def main():
+        server, port, target = await start_target(
+            "127.0.0.1:0",
+            tls=ServerTls(tmp_path / "server.crt", tmp_path / "server.key", tmp_path / "ca.crt"),
+        )
+        try:
+            address = f"127.0.0.1:{port}"
+            async with felix_driver(address, tmp_path, {"p4runtime": {"tls": tls}}) as felix:
+                await felix.send(*SNAPSHOT, msg(in_sync={}))
+                await felix.wait_for(lambda r: felix.in_sync())
+                assert felix.statuses() == {"default/cali-a": "up", "default/cali-b": "up"}
+            assert target.tables.entry_count("routes_v4") == 3
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())
+
+
+def test_plaintext_driver_is_not_served_by_a_tls_target(tmp_path):
+    _issue(tmp_path, "ca", None)
+    _issue(tmp_path, "server", "ca", san="p4rt.felix-p4.test")
+
+    async def main():
+        server, port, target = await start_target(
+            "127.0.0.1:0", tls=ServerTls(tmp_path / "server.crt", tmp_path / "server.key")
+        )
+        try:
+            async with felix_driver(f"127.0.0.1:{port}", tmp_path) as felix:
+                assert isinstance(felix, Felix)
+                await felix.send(*SNAPSHOT, msg(in_sync={}))
+                # The driver keeps retrying; it never gets to program anything.
+                with pytest.raises(TimeoutError):
+                    await felix.wait_for(lambda r: felix.in_sync(), timeout=3)
+            assert target.tables is None
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())

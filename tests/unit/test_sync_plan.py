@@ -1,0 +1,77 @@
+"""The sync engine's plan: only differences, deletes before modifies before inserts, conflicts."""
+
+from felix_p4.p4.entries import Exact, Lpm, TableEntry
+from felix_p4.p4.pipeline import DEFAULT_P4INFO
+from felix_p4.p4.schema import PipelineSchema, load_p4info
+from felix_p4.p4.sync import DELETE, INSERT, MODIFY, SyncEngine
+
+SCHEMA = PipelineSchema(load_p4info(DEFAULT_P4INFO))
+
+
+def _engine() -> SyncEngine:
+    return SyncEngine(SCHEMA, client=None)  # type: ignore[arg-type]  # plan() never writes
+
+
+def _route(addr: int, port: int) -> TableEntry:
+    return TableEntry.make(
+        "routes_v4", {"dst": Lpm(addr, 32)}, "to_workload", {"port": port, "dmac": 1, "smac": 2}
+    )
+
+
+def _port(port: int) -> TableEntry:
+    return TableEntry.make(
+        "port_classify", {"port": Exact(port)}, "workload_port", {"gateway_mac": 2}
+    )
+
+
+def test_installed_state_equal_to_desired_plans_nothing():
+    engine = _engine()
+    entries = [_port(1), _route(10, 1)]
+    engine.set_owner("a", entries)
+    engine.installed = {e.key: e for e in entries}
+    assert engine.plan() == []
+
+
+def test_plan_orders_deletes_then_modifies_then_inserts_by_table():
+    engine = _engine()
+    engine.installed = {e.key: e for e in [_port(9), _route(99, 9), _route(10, 1)]}
+    engine.set_owner("a", [_route(10, 2), _port(1), _route(11, 1)])
+    engine._dirty.update(engine.installed)
+    ops = [(op.type, op.entry.table) for op in engine.plan()]
+    assert ops == [
+        (DELETE, "routes_v4"),
+        (DELETE, "port_classify"),
+        (MODIFY, "routes_v4"),
+        (INSERT, "port_classify"),
+        (INSERT, "routes_v4"),
+    ]
+
+
+def test_only_changed_owners_are_diffed():
+    engine = _engine()
+    engine.set_owner("a", [_port(1)])
+    engine.set_owner("b", [_port(2)])
+    engine.installed = {e.key: e for e in [_port(1), _port(2)]}
+    engine._dirty.clear()
+    engine.set_owner("b", [_port(2), _route(20, 2)])
+    assert [(op.type, op.entry) for op in engine.plan()] == [(INSERT, _route(20, 2))]
+
+
+def test_shared_identical_entry_survives_one_owner_leaving():
+    engine = _engine()
+    engine.set_owner("a", [_port(1)])
+    engine.set_owner("b", [_port(1)])
+    engine.installed = {_port(1).key: _port(1)}
+    engine.remove_owner("a")
+    assert engine.plan() == []
+    engine.remove_owner("b")
+    assert [op.type for op in engine.plan()] == [DELETE]
+
+
+def test_conflicting_claims_resolve_to_one_winner_and_back():
+    engine = _engine()
+    engine.set_owner("a", [_route(10, 1)])
+    engine.set_owner("b", [_route(10, 2)])
+    assert engine.desired(_route(10, 1).key) == _route(10, 1)
+    engine.remove_owner("a")
+    assert engine.desired(_route(10, 1).key) == _route(10, 2)
