@@ -18,7 +18,8 @@ from google.protobuf import json_format
 
 from calico_proto import felixbackend_pb2 as fb
 from felix_p4.felix.spawn import spawn_driver
-from felix_p4.model.endpoints import WorkloadEndpointKey, format_mac
+from felix_p4.model.endpoints import WorkloadEndpointKey
+from felix_p4.model.values import format_mac
 from felix_p4.target.service import TargetClient, start_target
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ def _fmt_params(params: dict[str, Any]) -> str:
     for name, value in params.items():
         if isinstance(value, int) and "mac" in name:
             out.append(f"{name}={format_mac(value)}")
+        elif name == "sets":
+            out.append(f"{name}={value:#x}")
         else:
             out.append(f"{name}={value}")
     return ", ".join(out)
@@ -121,9 +124,12 @@ def format_result(name: str, result: dict[str, Any], failures: list[str] | None 
         lines.append(f"    out: {_fmt_packet(result['packet'])}")
     for step in result["trace"]:
         hit = "hit " if step["hit"] else "miss"
-        lines.append(
-            f"    {step['table']:<16} {hit} -> {step['action']}({_fmt_params(step['params'])})"
-        )
+        line = f"    {step['table']:<16} {hit} -> {step['action']}({_fmt_params(step['params'])})"
+        if "rule" in step:
+            line += f"  [{step['rule']}]"
+        if step.get("learned"):
+            line += "  [flow learned]"
+        lines.append(line)
     for failure in failures or []:
         lines.append(f"    expected: {failure}")
     return "\n".join(lines)

@@ -6,6 +6,7 @@
 #include "headers.p4"
 #include "parser.p4"
 #include "forwarding.p4"
+#include "policy.p4"
 
 parser MainParserImpl(packet_in pkt, out headers_t hdr, inout metadata_t meta,
                       in pna_main_parser_input_metadata_t istd) {
@@ -25,9 +26,48 @@ control PreControlImpl(in headers_t hdr, inout metadata_t meta,
 control MainControlImpl(inout headers_t hdr, inout metadata_t meta,
                         in pna_main_input_metadata_t istd, inout pna_main_output_metadata_t ostd) {
     FelixForwarding() forwarding;
+    FelixPolicy() policy;
+
+    @id(0x01000030) @name(".ct_established")
+    action ct_established() {
+    }
+
+    // Learn a flow only when policy allowed it: a denied flow leaves no state behind.
+    @id(0x01000031) @name(".ct_learn")
+    action ct_learn() {
+        if (meta.policy_allowed == 1) {
+            add_entry(action_name = "ct_established", action_params = {},
+                      expire_time_profile_id = (ExpireTimeProfileId_t)meta.ct_timeout);
+        }
+    }
+
+    // Allowed flows, both directions in one entry; return traffic skips policy.
+    @id(0x02000040) @name(".conntrack")
+    table conntrack {
+        key = {
+            meta.ip_version : exact @id(1) @name("ip_version");
+            meta.l4_proto   : exact @id(2) @name("proto");
+            meta.ct_addr_lo : exact @id(3) @name("addr_lo");
+            meta.ct_addr_hi : exact @id(4) @name("addr_hi");
+            meta.ct_port_lo : exact @id(5) @name("port_lo");
+            meta.ct_port_hi : exact @id(6) @name("port_hi");
+        }
+        actions = { ct_established; @defaultonly ct_learn; }
+        add_on_miss = true;
+        idle_timeout_with_auto_delete = true;
+        const default_action = ct_learn;
+        size = 1048576;
+    }
+
     apply {
         meta.in_port = (bit<32>)istd.input_port;
         forwarding.apply(hdr, meta);
+        if (meta.drop == 0 && (hdr.ipv4.isValid() || hdr.ipv6.isValid())) {
+            policy.apply(hdr, meta);
+            if (!conntrack.apply().hit && meta.policy_allowed == 0) {
+                meta.drop = 1;
+            }
+        }
         if (meta.drop == 1) {
             drop_packet();
         } else {

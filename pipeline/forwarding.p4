@@ -13,10 +13,12 @@ control FelixForwarding(inout headers_t hdr, inout metadata_t meta) {
         meta.drop = 1;
     }
 
+    // egress_program: the policy program for traffic this workload sends.
     @id(0x01000002) @name(".workload_port")
-    action workload_port(@id(1) bit<48> gateway_mac) {
+    action workload_port(@id(1) bit<48> gateway_mac, @id(2) bit<16> egress_program) {
         meta.port_kind = PORT_KIND_WORKLOAD;
         meta.gateway_mac = gateway_mac;
+        meta.egress_program = egress_program;
     }
 
     @id(0x01000003) @name(".host_port")
@@ -70,12 +72,15 @@ control FelixForwarding(inout headers_t hdr, inout metadata_t meta) {
         size = 65536;
     }
 
-    // Deliver to a local workload: its MAC as destination, the gateway MAC as source.
+    // Deliver to a local workload: its MAC as destination, the gateway MAC as source;
+    // ingress_program: the policy program for traffic this workload receives.
     @id(0x01000005) @name(".to_workload")
-    action to_workload(@id(1) bit<32> port, @id(2) bit<48> dmac, @id(3) bit<48> smac) {
+    action to_workload(@id(1) bit<32> port, @id(2) bit<48> dmac, @id(3) bit<48> smac,
+                       @id(4) bit<16> ingress_program) {
         meta.egress_port = port;
         hdr.ethernet.dst_addr = dmac;
         hdr.ethernet.src_addr = smac;
+        meta.ingress_program = ingress_program;
     }
 
     // Hand to the host (its stack routes off-node traffic and answers for itself).
@@ -141,6 +146,8 @@ control FelixForwarding(inout headers_t hdr, inout metadata_t meta) {
     apply {
         meta.drop = 0;
         meta.egress_port = 0;
+        meta.egress_program = 0;
+        meta.ingress_program = 0;
         port_classify.apply();
         if (meta.drop == 1) {
             return;

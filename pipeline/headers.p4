@@ -59,12 +59,46 @@ header ipv6_t {
     bit<128> dst_addr;
 }
 
+// The first bytes of any L4 header Calico policy looks at: TCP, UDP and SCTP start with
+// source and destination ports, ICMP and ICMPv6 with type and code.
+header l4_ports_t {
+    bit<16> src_port;
+    bit<16> dst_port;
+}
+
+header icmp_t {
+    bit<8>  icmp_type;
+    bit<8>  icmp_code;
+    bit<16> checksum;
+}
+
 struct headers_t {
     ethernet_t ethernet;
     arp_t      arp;
     ipv4_t     ipv4;
     ipv6_t     ipv6;
+    l4_ports_t l4_ports;
+    icmp_t     icmp;
 }
+
+const bit<8> IP_PROTO_ICMP   = 1;
+const bit<8> IP_PROTO_TCP    = 6;
+const bit<8> IP_PROTO_UDP    = 17;
+const bit<8> IP_PROTO_ICMPV6 = 58;
+const bit<8> IP_PROTO_SCTP   = 132;
+const bit<8> IP_PROTO_UDPLITE = 136;
+
+// Policy verdict of one direction.
+const bit<2> VERDICT_NONE  = 0;
+const bit<2> VERDICT_ALLOW = 1;
+const bit<2> VERDICT_DENY  = 2;
+
+// Width of the IP-set membership bitmaps (one bit per set a rule uses, per direction).
+#define IPSET_BITS 128
+// Conntrack expiry profiles (seconds are a target setting; see pipeline/README.md).
+const bit<8> CT_PROFILE_TCP   = 1;
+const bit<8> CT_PROFILE_UDP   = 2;
+const bit<8> CT_PROFILE_OTHER = 3;
 
 // Architecture wrappers fill in_port before the shared controls run and act on
 // drop / egress_port after them.
@@ -74,6 +108,31 @@ struct metadata_t {
     bit<48> gateway_mac;
     bit<1>  drop;
     bit<32> egress_port;
+    bit<1>  to_workload;
+    // L3/L4 summary the policy tables match on.
+    bit<8>  ip_version;
+    bit<8>  l4_proto;
+    bit<128> src_addr;  // IPv4 addresses zero-extended
+    bit<128> dst_addr;
+    bit<16> src_port;
+    bit<16> dst_port;
+    bit<8>  icmp_type;
+    bit<8>  icmp_code;
+    // IP-set classification: one bit per set, for the source and the destination.
+    bit<IPSET_BITS> src_sets;
+    bit<IPSET_BITS> dst_sets;
+    // Policy programs of the sending and the receiving local workload (0: none).
+    bit<16> egress_program;
+    bit<16> ingress_program;
+    bit<16> policy_program;
+    bit<2>  verdict;
+    bit<1>  policy_allowed;
+    // Direction-independent connection key: the lower (address, port) end first.
+    bit<128> ct_addr_lo;
+    bit<128> ct_addr_hi;
+    bit<16>  ct_port_lo;
+    bit<16>  ct_port_hi;
+    bit<8>   ct_timeout;
 }
 
 #endif

@@ -19,12 +19,36 @@ parser FelixParser(packet_in pkt, out headers_t hdr) {
         pkt.extract(hdr.arp);
         transition accept;
     }
+    // L4 is parsed only for first fragments without IPv4 options; other packets reach
+    // policy with ports and ICMP fields zero.
     state parse_ipv4 {
         pkt.extract(hdr.ipv4);
-        transition accept;
+        transition select(hdr.ipv4.ihl, hdr.ipv4.frag_offset, hdr.ipv4.protocol) {
+            (5, 0, IP_PROTO_TCP):  parse_l4_ports;
+            (5, 0, IP_PROTO_UDP):  parse_l4_ports;
+            (5, 0, IP_PROTO_SCTP): parse_l4_ports;
+            (5, 0, IP_PROTO_UDPLITE): parse_l4_ports;
+            (5, 0, IP_PROTO_ICMP): parse_icmp;
+            default: accept;
+        }
     }
     state parse_ipv6 {
         pkt.extract(hdr.ipv6);
+        transition select(hdr.ipv6.next_hdr) {
+            IP_PROTO_TCP:    parse_l4_ports;
+            IP_PROTO_UDP:    parse_l4_ports;
+            IP_PROTO_SCTP:   parse_l4_ports;
+            IP_PROTO_UDPLITE: parse_l4_ports;
+            IP_PROTO_ICMPV6: parse_icmp;
+            default: accept;
+        }
+    }
+    state parse_l4_ports {
+        pkt.extract(hdr.l4_ports);
+        transition accept;
+    }
+    state parse_icmp {
+        pkt.extract(hdr.icmp);
         transition accept;
     }
 }
@@ -35,6 +59,8 @@ control FelixDeparser(packet_out pkt, in headers_t hdr) {
         pkt.emit(hdr.arp);
         pkt.emit(hdr.ipv4);
         pkt.emit(hdr.ipv6);
+        pkt.emit(hdr.l4_ports);
+        pkt.emit(hdr.icmp);
     }
 }
 

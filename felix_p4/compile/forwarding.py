@@ -6,7 +6,8 @@ import ipaddress
 
 import attrs
 
-from felix_p4.model.endpoints import IPNetwork, WorkloadEndpoint
+from felix_p4.model.endpoints import WorkloadEndpoint
+from felix_p4.model.values import IPNetwork
 from felix_p4.p4.entries import Exact, Lpm, TableEntry
 from felix_p4.p4.schema import PipelineSchema
 
@@ -30,14 +31,19 @@ class ForwardingSettings:
 def check_schema(schema: PipelineSchema) -> None:
     """Fail fast, by name, if the device's pipeline lacks what this compiler emits."""
     schema.require(
-        PORT_CLASSIFY, {"port": 32}, {"workload_port": {"gateway_mac": 48}, "host_port": {}}
+        PORT_CLASSIFY,
+        {"port": 32},
+        {"workload_port": {"gateway_mac": 48, "egress_program": 16}, "host_port": {}},
     )
     for version, width in ((4, 32), (6, 128)):
         schema.require(SOURCE_CHECK[version], {"port": 32, "src": width}, {"allow_source": {}})
         schema.require(
             ROUTES[version],
             {"dst": width},
-            {"to_workload": {"port": 32, "dmac": 48, "smac": 48}, "to_host": {"port": 32}},
+            {
+                "to_workload": {"port": 32, "dmac": 48, "smac": 48, "ingress_program": 16},
+                "to_host": {"port": 32},
+            },
         )
 
 
@@ -46,9 +52,14 @@ def _lpm(net: IPNetwork) -> Lpm:
 
 
 def endpoint_entries(
-    endpoint: WorkloadEndpoint, port: int, settings: ForwardingSettings
+    endpoint: WorkloadEndpoint,
+    port: int,
+    settings: ForwardingSettings,
+    egress_program: int,
+    ingress_program: int,
 ) -> list[TableEntry]:
-    """Everything one local workload needs: its port, its allowed sources, routes to it."""
+    """Everything one local workload needs: its port, its allowed sources, routes to it,
+    and the policy programs for what it sends and receives."""
     if endpoint.mac is None:
         raise CannotForward("endpoint has no MAC address; the pipeline cannot address it")
     entries = [
@@ -56,7 +67,7 @@ def endpoint_entries(
             PORT_CLASSIFY,
             {"port": Exact(port)},
             "workload_port",
-            {"gateway_mac": settings.gateway_mac},
+            {"gateway_mac": settings.gateway_mac, "egress_program": egress_program},
         )
     ]
     sources: dict[IPNetwork, None] = dict.fromkeys(
@@ -68,7 +79,12 @@ def endpoint_entries(
                 SOURCE_CHECK[net.version], {"port": Exact(port), "src": _lpm(net)}, "allow_source"
             )
         )
-    route_params = {"port": port, "dmac": endpoint.mac, "smac": settings.gateway_mac}
+    route_params = {
+        "port": port,
+        "dmac": endpoint.mac,
+        "smac": settings.gateway_mac,
+        "ingress_program": ingress_program,
+    }
     routed: tuple[IPNetwork, ...] = (*endpoint.ipv4_nets, *endpoint.ipv6_nets)
     for dst in routed:
         entries.append(

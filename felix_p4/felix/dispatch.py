@@ -18,17 +18,17 @@ HANDLED: dict[str, str] = {
     "route_remove": "routes (model only: non-local destinations go to the host port)",
     "ipam_pool_update": "IP pools (model only in pipeline v0)",
     "ipam_pool_remove": "IP pools (model only in pipeline v0)",
+    "ipset_update": "IP-set classification entries (only sets that rules reference)",
+    "ipset_delta_update": "the changed members' classification entries only",
+    "ipset_remove": "classification entries of the set",
+    "active_policy_update": "policy programs of the endpoints whose tiers list the policy",
+    "active_policy_remove": "policy programs of the endpoints whose tiers listed the policy",
+    "active_profile_update": "policy programs of the endpoints that list the profile",
+    "active_profile_remove": "policy programs of the endpoints that listed the profile",
 }
 
 # Payloads felix-p4 does not apply, with the reason.
 IGNORED: dict[str, str] = {
-    "ipset_update": "policy is not in pipeline v0",
-    "ipset_delta_update": "policy is not in pipeline v0",
-    "ipset_remove": "policy is not in pipeline v0",
-    "active_policy_update": "policy is not in pipeline v0",
-    "active_policy_remove": "policy is not in pipeline v0",
-    "active_profile_update": "policy is not in pipeline v0",
-    "active_profile_remove": "policy is not in pipeline v0",
     "host_endpoint_update": "host interfaces stay with the host's own stack",
     "host_endpoint_remove": "host interfaces stay with the host's own stack",
     "service_account_update": "Felix already resolves service-account selectors into IP sets",

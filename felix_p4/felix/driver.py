@@ -11,18 +11,14 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from felix_p4 import metrics
-from felix_p4.compile.forwarding import (
-    CannotForward,
-    ForwardingSettings,
-    check_schema,
-    endpoint_entries,
-    node_entries,
-)
+from felix_p4.compile.forwarding import check_schema
+from felix_p4.dataplane import Dataplane
 from felix_p4.felix import wire
 from felix_p4.felix.dispatch import IGNORED
-from felix_p4.felix.status import DOWN, ERROR, UP, StatusReporter
-from felix_p4.model.endpoints import InvalidObject, WorkloadEndpointKey, parse_mac
+from felix_p4.felix.status import UP, StatusReporter
+from felix_p4.model.endpoints import WorkloadEndpointKey
 from felix_p4.model.state import DataplaneState, InvalidEndpoint
+from felix_p4.model.values import InvalidObject, parse_mac
 from felix_p4.p4.client import MAX_BATCH, P4RuntimeClient, P4RuntimeClientError, TlsSettings
 from felix_p4.p4.pipeline import ensure_pipeline, load_pipeline
 from felix_p4.p4.schema import PipelineSchema
@@ -31,8 +27,9 @@ from felix_p4.ports import PortResolver
 
 log = logging.getLogger(__name__)
 
-NODE_OWNER = "node"
 RETRY_SECONDS = 1.0
+# Tables the pipeline fills itself (PNA add_on_miss); the driver never diffs them.
+LEARNED_TABLES = ("conntrack",)
 
 
 class Driver:
@@ -53,7 +50,7 @@ class Driver:
         self.client = P4RuntimeClient(
             p4rt["address"], int(p4rt["device_id"]), int(p4rt["election_id"]), _tls(p4rt)
         )
-        self.sync: SyncEngine | None = None
+        self.dataplane: Dataplane | None = None
         self._wake = asyncio.Event()
         self._config_changed = asyncio.Event()
         self._done = asyncio.Event()
@@ -151,6 +148,20 @@ class Driver:
             state.apply_ipam_pool_update(pb)
         elif payload == "ipam_pool_remove":
             state.apply_ipam_pool_remove(pb)
+        elif payload == "ipset_update":
+            state.apply_ipset_update(pb)
+        elif payload == "ipset_delta_update":
+            state.apply_ipset_delta(pb)
+        elif payload == "ipset_remove":
+            state.apply_ipset_remove(pb)
+        elif payload == "active_policy_update":
+            state.apply_policy_update(pb)
+        elif payload == "active_policy_remove":
+            state.apply_policy_remove(pb)
+        elif payload == "active_profile_update":
+            state.apply_profile_update(pb)
+        elif payload == "active_profile_remove":
+            state.apply_profile_remove(pb)
         elif payload in IGNORED:
             metrics.IGNORED_PAYLOADS.labels(payload).inc()
             log.debug("ignoring %s: %s", payload, IGNORED[payload])
@@ -167,7 +178,7 @@ class Driver:
 
     # --- device side ------------------------------------------------------------------
 
-    async def _connect(self) -> SyncEngine:
+    async def _connect(self) -> Dataplane:
         p4info, device_config = load_pipeline(
             self.settings["pipeline"]["p4info"], self.settings["pipeline"]["device_config"]
         )
@@ -184,10 +195,16 @@ class Driver:
                     schema,
                     self.client,
                     min(int(self.settings["p4runtime"]["batch_size"]), MAX_BATCH),
+                    unmanaged=LEARNED_TABLES,
                 )
                 await sync.load_installed()
                 log.info("read %d installed entries back from the device", len(sync.installed))
-                return sync
+                dataplane = Dataplane(
+                    sync, self.ports, self.gateway_mac, self.settings["ports"]["host"]
+                )
+                dataplane.recover()
+                self.dataplane = dataplane
+                return dataplane
             except (P4RuntimeClientError, OSError, TimeoutError) as exc:
                 log.error(
                     "P4Runtime target %s: %s; retrying in %.1fs", self.client.address, exc, delay
@@ -196,70 +213,26 @@ class Driver:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _resolve_host_port(self) -> int | None:
-        host = self.settings["ports"]["host"]
-        if isinstance(host, int):
-            return host
-        return await self.ports.resolve(str(host)) if host else None
-
-    async def apply(self, sync: SyncEngine) -> None:
-        """Compile what changed, write it, tell Felix the outcome."""
-        state = self.state
-        changes_endpoints = set(state.changes.endpoints) | self._not_up
-        node_changed = state.changes.node
-        state.changes.clear()
-        if node_changed:
-            settings = ForwardingSettings(self.gateway_mac, await self._resolve_host_port())
-            sync.set_owner(NODE_OWNER, node_entries(settings))
-        settings = ForwardingSettings(self.gateway_mac)
-        statuses: dict[WorkloadEndpointKey, str] = {}
-        removed: list[WorkloadEndpointKey] = []
-        # Sorted so ports handed out on first sight are numbered reproducibly.
-        for key in sorted(changes_endpoints):
-            endpoint = state.endpoints.get(key)
-            if endpoint is None:
-                sync.remove_owner(key)
-                if key in self._invalid:
-                    statuses[key] = ERROR  # never had a valid version to program
-                else:
-                    removed.append(key)
-                continue
-            port = await self.ports.resolve(endpoint.name)
-            if port is None:
-                sync.remove_owner(key)
-                statuses[key] = DOWN
-                continue
-            try:
-                sync.set_owner(key, endpoint_entries(endpoint, port, settings))
-            except CannotForward as exc:
-                log.error("workload endpoint %s: %s", key, exc)
-                sync.remove_owner(key)
-                statuses[key] = ERROR
-                continue
-            statuses[key] = ERROR if key in self._invalid else UP
-        report = await sync.apply()
+    async def apply(self, dataplane: Dataplane) -> None:
+        """Apply what changed and tell Felix the outcome for every touched endpoint."""
+        outcome = await dataplane.apply(self.state, set(self._not_up), set(self._invalid))
         metrics.APPLIES.inc()
-        metrics.WRITES.labels("ok").inc(report.written)
-        metrics.WRITES.labels("error").inc(report.failed)
-        for owner, reason in report.errors.items():
-            if isinstance(owner, WorkloadEndpointKey) and owner in state.endpoints:
-                log.error("workload endpoint %s not fully programmed: %s", owner, reason)
-                statuses[owner] = ERROR
-        for key, status in statuses.items():
-            self.status.endpoint_status(key, status, state.endpoints.get(key))
+        metrics.WRITES.labels("ok").inc(outcome.written)
+        metrics.WRITES.labels("error").inc(outcome.failed)
+        for key, status in outcome.statuses.items():
+            self.status.endpoint_status(key, status, self.state.endpoints.get(key))
             if status == UP:
                 self._not_up.discard(key)
             else:
                 self._not_up.add(key)
-        for key in removed:
+        for key in outcome.removed:
             self._not_up.discard(key)
             self.status.endpoint_removed(key)
-        if report.errors or self._not_up:
+        if outcome.retry or self._not_up:
             asyncio.get_running_loop().call_later(RETRY_SECONDS, self._wake.set)
 
     async def _apply_loop(self) -> None:
-        sync = await self._connect()
-        self.sync = sync
+        dataplane = await self._connect()
         coalesce = float(self.settings["felix"]["coalesce_ms"]) / 1000
         while True:
             await self._wake.wait()
@@ -269,12 +242,11 @@ class Driver:
             if not self.state.in_sync:
                 continue
             try:
-                await self.apply(sync)
+                await self.apply(dataplane)
             except P4RuntimeClientError as exc:
                 log.error("apply failed: %s; reconnecting", exc)
                 await self.client.close()
-                sync = await self._connect()
-                self.sync = sync
+                dataplane = await self._connect()
                 self.state.changes.endpoints.update(self.state.endpoints)
                 self.state.changes.node = True
                 self._wake.set()

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import TypeAlias
 
 import attrs
 
 from calico_proto import felixbackend_pb2 as fb
-
-IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class InvalidObject(ValueError):
-    """A Felix object with a field we cannot use; the message names the field and value."""
+from felix_p4.model.policy import TierInfo
+from felix_p4.model.values import InvalidObject, IPNetwork, parse_mac, parse_net
 
 
 @attrs.frozen(slots=True, order=True)
@@ -47,29 +42,8 @@ class WorkloadEndpoint:
     allow_spoofed_source_prefixes: tuple[IPNetwork, ...]
     profile_ids: tuple[str, ...]
     state: str
-    proto: fb.WorkloadEndpoint = attrs.field(eq=False, repr=False)
-
-
-def parse_mac(text: str) -> int:
-    parts = text.replace("-", ":").split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
-        raise InvalidObject(f"invalid MAC address {text!r}")
-    try:
-        return int("".join(parts), 16)
-    except ValueError:
-        raise InvalidObject(f"invalid MAC address {text!r}") from None
-
-
-def format_mac(value: int) -> str:
-    raw = value.to_bytes(6, "big")
-    return ":".join(f"{b:02x}" for b in raw)
-
-
-def parse_net(text: str, field: str) -> IPNetwork:
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise InvalidObject(f"invalid CIDR {text!r} in {field}") from None
+    tiers: tuple[TierInfo, ...] = ()
+    proto: fb.WorkloadEndpoint = attrs.field(factory=fb.WorkloadEndpoint, eq=False, repr=False)
 
 
 def _nets_of_version(texts: list[str], field: str, version: int) -> tuple[IPNetwork, ...]:
@@ -100,5 +74,6 @@ def workload_endpoint_from_proto(
         allow_spoofed_source_prefixes=spoof,
         profile_ids=tuple(pb.profile_ids),
         state=pb.state,
+        tiers=tuple(TierInfo.from_proto(t) for t in pb.tiers),
         proto=pb,
     )

@@ -9,14 +9,22 @@ import attrs
 
 from calico_proto import felixbackend_pb2 as fb
 from felix_p4.model.endpoints import (
-    InvalidObject,
-    IPNetwork,
     WorkloadEndpoint,
     WorkloadEndpointKey,
-    parse_net,
     workload_endpoint_from_proto,
 )
 from felix_p4.model.felix_config import FelixConfig
+from felix_p4.model.policy import (
+    IpSet,
+    Policy,
+    PolicyKey,
+    Profile,
+    members,
+    policy_from_proto,
+    profile_from_proto,
+    set_type_name,
+)
+from felix_p4.model.values import InvalidObject, IPNetwork, parse_net
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +59,18 @@ class Changes:
 
     endpoints: set[WorkloadEndpointKey] = attrs.Factory(set)
     node: bool = False
+    policies: set[PolicyKey] = attrs.Factory(set)
+    profiles: set[str] = attrs.Factory(set)
+    ipsets: set[str] = attrs.Factory(set)
 
     def __bool__(self) -> bool:
-        return bool(self.endpoints) or self.node
+        return bool(self.endpoints or self.policies or self.profiles or self.ipsets) or self.node
 
     def clear(self) -> None:
         self.endpoints.clear()
+        self.policies.clear()
+        self.profiles.clear()
+        self.ipsets.clear()
         self.node = False
 
 
@@ -73,6 +87,9 @@ class DataplaneState:
     hosts: dict[str, HostAddresses] = attrs.Factory(dict)
     routes: dict[IPNetwork, Route] = attrs.Factory(dict)
     pools: dict[str, IpamPool] = attrs.Factory(dict)
+    policies: dict[PolicyKey, Policy] = attrs.Factory(dict)
+    profiles: dict[str, Profile] = attrs.Factory(dict)
+    ipsets: dict[str, IpSet] = attrs.Factory(dict)
     in_sync: bool = False
     changes: Changes = attrs.Factory(Changes)
 
@@ -130,6 +147,48 @@ class DataplaneState:
     def apply_ipam_pool_remove(self, pb: fb.IPAMPoolRemove) -> None:
         if self.pools.pop(pb.id, None) is not None:
             self.changes.node = True
+
+    def apply_policy_update(self, pb: fb.ActivePolicyUpdate) -> None:
+        policy = policy_from_proto(pb)
+        if self.policies.get(policy.key) != policy:
+            self.policies[policy.key] = policy
+            self.changes.policies.add(policy.key)
+
+    def apply_policy_remove(self, pb: fb.ActivePolicyRemove) -> None:
+        key = PolicyKey.from_proto(pb.id)
+        if self.policies.pop(key, None) is not None:
+            self.changes.policies.add(key)
+
+    def apply_profile_update(self, pb: fb.ActiveProfileUpdate) -> None:
+        profile = profile_from_proto(pb)
+        if self.profiles.get(profile.id) != profile:
+            self.profiles[profile.id] = profile
+            self.changes.profiles.add(profile.id)
+
+    def apply_profile_remove(self, pb: fb.ActiveProfileRemove) -> None:
+        if self.profiles.pop(pb.id.name, None) is not None:
+            self.changes.profiles.add(pb.id.name)
+
+    def apply_ipset_update(self, pb: fb.IPSetUpdate) -> None:
+        set_type = set_type_name(pb.type)
+        ipset = IpSet(pb.id, set_type, members(list(pb.members), set_type))
+        if self.ipsets.get(pb.id) != ipset:
+            self.ipsets[pb.id] = ipset
+            self.changes.ipsets.add(pb.id)
+
+    def apply_ipset_delta(self, pb: fb.IPSetDeltaUpdate) -> None:
+        old = self.ipsets.get(pb.id)
+        if old is None:
+            raise InvalidObject(f"IP set delta for unknown set {pb.id!r}")
+        added = members(list(pb.added_members), old.type)
+        removed = members(list(pb.removed_members), old.type)
+        # Felix's adds and removes are disjoint; adds first, then removes, as Felix applies them.
+        self.ipsets[pb.id] = attrs.evolve(old, members=(old.members | added) - removed)
+        self.changes.ipsets.add(pb.id)
+
+    def apply_ipset_remove(self, pb: fb.IPSetRemove) -> None:
+        if self.ipsets.pop(pb.id, None) is not None:
+            self.changes.ipsets.add(pb.id)
 
 
 class InvalidEndpoint(InvalidObject):

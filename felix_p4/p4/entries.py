@@ -73,6 +73,9 @@ class TableEntry:
     params: tuple[tuple[str, int], ...] = ()
     priority: int = 0
     is_default: bool = False
+    # P4Runtime TableEntry.metadata: opaque to the device; we keep the Calico names a rule
+    # came from (for traces) and what a restart needs to recover allocations.
+    metadata: bytes = b""
 
     @classmethod
     def make(
@@ -82,6 +85,7 @@ class TableEntry:
         action: str,
         params: dict[str, int] | None = None,
         priority: int = 0,
+        metadata: bytes = b"",
     ) -> TableEntry:
         return cls(
             table,
@@ -89,6 +93,8 @@ class TableEntry:
             action,
             tuple(sorted((params or {}).items())),
             priority,
+            False,
+            metadata,
         )
 
     @classmethod

@@ -91,6 +91,12 @@ class PipelineSchema:
     def table_id(self, name: str) -> int:
         return self._table(name).id
 
+    def action_param_width(self, action: str, param: str) -> int:
+        try:
+            return self._actions[action].params[param][1]
+        except KeyError:
+            raise SchemaError(f"P4Info has no action {action} with param {param}") from None
+
     def require(
         self, table: str, fields: dict[str, int], actions: dict[str, dict[str, int]]
     ) -> None:
@@ -116,7 +122,7 @@ class PipelineSchema:
 
     def encode(self, entry: TableEntry) -> p4r.TableEntry:
         t = self._table(entry.table)
-        pb = p4r.TableEntry(table_id=t.id, priority=entry.priority)
+        pb = p4r.TableEntry(table_id=t.id, priority=entry.priority, metadata=entry.metadata)
         if entry.is_default:
             pb.is_default_action = True
         for name, m in entry.match:
@@ -188,4 +194,5 @@ class PipelineSchema:
             tuple(sorted(params)),
             pb.priority,
             pb.is_default_action,
+            pb.metadata,
         )

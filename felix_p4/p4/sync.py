@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterable
+from collections.abc import Collection, Hashable, Iterable
 from typing import TypeAlias
 
 import attrs
@@ -50,11 +50,17 @@ class SyncEngine:
     """
 
     def __init__(
-        self, schema: PipelineSchema, client: P4RuntimeClient, batch_size: int = 1000
+        self,
+        schema: PipelineSchema,
+        client: P4RuntimeClient,
+        batch_size: int = 1000,
+        unmanaged: Collection[str] = (),
     ) -> None:
         self.schema = schema
         self.client = client
         self.batch_size = batch_size
+        # Tables the data plane writes itself (learned flows): never diffed or deleted.
+        self.unmanaged = frozenset(unmanaged)
         self._rank = {name: i for i, name in enumerate(schema.table_names)}
         self.installed: dict[EntryKey, TableEntry] = {}
         self._claims: dict[EntryKey, dict[Owner, TableEntry]] = {}
@@ -69,7 +75,8 @@ class SyncEngine:
         self.installed.clear()
         for pb in await self.client.read_table_entries():
             entry = self.schema.decode(pb)
-            self.installed[entry.key] = entry
+            if entry.table not in self.unmanaged:
+                self.installed[entry.key] = entry
         self._dirty.update(self.installed)
         self._dirty.update(self._claims)
 
@@ -116,12 +123,15 @@ class SyncEngine:
     def desired_entries(self) -> dict[EntryKey, TableEntry]:
         return {key: self.desired(key) for key in self._claims}  # type: ignore[misc]
 
-    def plan(self) -> list[Operation]:
-        """Operations for the dirty keys: deletes (reverse table order), modifies, inserts."""
-        deletes: list[Operation] = []
-        modifies: list[Operation] = []
-        inserts: list[Operation] = []
+    def plan(self, tables: Collection[str] | None = None, deletes: bool = True) -> list[Operation]:
+        """Operations for the dirty keys (of `tables`, if given): inserts and modifies in
+        table order, then deletes in reverse table order, so nothing is removed before what
+        replaces it is in place. Keys left out stay dirty for a later apply."""
+        writes: list[Operation] = []
+        removals: list[Operation] = []
         for key in self._dirty:
+            if tables is not None and key[0] not in tables:
+                continue
             want = self.desired(key)
             have = self.installed.get(key)
             if want == have:
@@ -129,21 +139,32 @@ class SyncEngine:
             if want is None:
                 assert have is not None
                 if not have.is_default:
-                    deletes.append(Operation(DELETE, have))
+                    removals.append(Operation(DELETE, have))
             elif have is None and not want.is_default:
-                inserts.append(Operation(INSERT, want))
+                writes.append(Operation(INSERT, want))
             else:
-                modifies.append(Operation(MODIFY, want))
+                writes.append(Operation(MODIFY, want))
         rank = self._rank
-        deletes.sort(key=lambda op: -rank.get(op.entry.table, 0))
-        modifies.sort(key=lambda op: rank.get(op.entry.table, 0))
-        inserts.sort(key=lambda op: rank.get(op.entry.table, 0))
-        return deletes + modifies + inserts
+        writes.sort(key=lambda op: rank.get(op.entry.table, 0))
+        if not deletes:
+            return writes
+        removals.sort(key=lambda op: -rank.get(op.entry.table, 0))
+        return writes + removals
 
-    async def apply(self) -> ApplyReport:
+    async def apply(
+        self, tables: Collection[str] | None = None, deletes: bool = True
+    ) -> ApplyReport:
         """Write the plan in batches, record what the device accepted, report failures."""
-        ops = self.plan()
-        self._dirty.clear()
+        ops = self.plan(tables, deletes)
+        if tables is None and deletes:
+            self._dirty.clear()
+        else:
+            self._dirty.difference_update(
+                key
+                for key in list(self._dirty)
+                if (tables is None or key[0] in tables)
+                and (deletes or self.desired(key) is not None)
+            )
         report = ApplyReport()
         for start in range(0, len(ops), self.batch_size):
             batch = ops[start : start + self.batch_size]

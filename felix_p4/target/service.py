@@ -37,6 +37,19 @@ class TargetService:
     def __init__(self, target: EmbeddedTarget) -> None:
         self.target = target
         self.ports: dict[str, int] = {}
+        self._pipeline: FelixPipeline | None = None
+        # A new pipeline means a new table store: flows learned so far are gone with it.
+        target.on_pipeline.append(self._reset)
+
+    def _reset(self) -> None:
+        self._pipeline = None
+
+    def pipeline(self) -> FelixPipeline:
+        if self._pipeline is None:
+            if self.target.tables is None:
+                raise RuntimeError("no pipeline has been set on the target")
+            self._pipeline = FelixPipeline(self.target.tables)
+        return self._pipeline
 
     def port_of(self, request: dict[str, Any], context: grpc.ServicerContext) -> dict[str, Any]:
         name = str(request.get("name", ""))
@@ -47,16 +60,14 @@ class TargetService:
         return {"name": name, "port": self.ports[name]}
 
     def trace(self, request: dict[str, Any], context: grpc.ServicerContext) -> dict[str, Any]:
-        tables = self.target.tables
-        if tables is None:
-            raise RuntimeError("no pipeline has been set on the target")
+        pipeline = self.pipeline()
         in_port = request["in_port"]
         if isinstance(in_port, str) and not in_port.isdigit():
             if in_port not in self.ports:
                 raise ValueError(f"no port is known for interface {in_port!r}")
             in_port = self.ports[in_port]
         raw = bytes.fromhex(request["hex"]) if "hex" in request else build(request["packet"])
-        result = FelixPipeline(tables).process(int(in_port), raw)
+        result = pipeline.process(int(in_port), raw, commit=bool(request.get("commit", False)))
         out = result.to_json(describe)
         out["in_packet"] = describe(raw)
         return out

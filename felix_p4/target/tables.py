@@ -42,6 +42,7 @@ class Lookup:
     params: dict[str, int]
     priority: int = 0
     match: dict[str, object] = attrs.field(factory=dict)
+    metadata: bytes = b""  # the controller's opaque TableEntry.metadata (names, for traces)
 
 
 def _invalid(message: str) -> P4RuntimeError:
@@ -495,6 +496,18 @@ class TableStore:
         )
         self.write(p4r.Update(type=p4r.Update.INSERT, entity=p4r.Entity(table_entry=entry)))
 
+    def dataplane_delete(self, table: str, key: Mapping[str, int]) -> None:
+        """Remove a data-plane entry of an exact-match table (expiry of a learned flow)."""
+        t = self._tables_by_name.get(table)
+        if t is None or t.strategy != "exact":
+            raise _invalid(f"no exact-match table named {table!r}")
+        match = [
+            p4r.FieldMatch(field_id=f.id, exact=p4r.FieldMatch.Exact(value=_encode(key[f.name])))
+            for f in t.fields
+        ]
+        entry = p4r.TableEntry(table_id=t.id, match=match)
+        self.write(p4r.Update(type=p4r.Update.DELETE, entity=p4r.Entity(table_entry=entry)))
+
     def clear(self) -> None:
         """Remove every entry and reset every default entry to its initial action."""
         for table in self._tables.values():
@@ -815,7 +828,7 @@ class TableStore:
         )
         return _Entry(
             message=message,
-            result=Lookup(table.name, True, action, params, priority, readable),
+            result=Lookup(table.name, True, action, params, priority, readable, te.metadata),
             seq=seq,
             order=(-priority, -prefix_bits, seq),
             masked=tuple(masked),

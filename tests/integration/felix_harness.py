@@ -27,7 +27,14 @@ def msg(**payload: Any) -> fb.ToDataplane:
 def endpoint_update(
     name: str, ip: str, mac: str = "0a:58:00:00:00:01", **extra: Any
 ) -> fb.ToDataplane:
-    endpoint = {"state": "active", "name": name, "mac": mac, "ipv4_nets": [ip], **extra}
+    endpoint = {
+        "state": "active",
+        "name": name,
+        "mac": mac,
+        "ipv4_nets": [ip],
+        "profile_ids": ["kns.default"],
+        **extra,
+    }
     return msg(
         workload_endpoint_update={
             "id": {
@@ -52,8 +59,20 @@ def endpoint_remove(name: str) -> fb.ToDataplane:
     )
 
 
+# What Felix sends for a Kubernetes namespace: a profile allowing everything.
+ALLOW_ALL_PROFILE = msg(
+    active_profile_update={
+        "id": {"name": "kns.default"},
+        "profile": {
+            "inbound_rules": [{"action": "allow"}],
+            "outbound_rules": [{"action": "allow"}],
+        },
+    }
+)
+
 SNAPSHOT = [
     msg(config_update={"config": {"FelixHostname": "node-1", "ReportingIntervalSecs": "30"}}),
+    ALLOW_ALL_PROFILE,
     endpoint_update("cali-a", "10.65.0.2/32", "0a:58:0a:41:00:02"),
     endpoint_update("cali-b", "10.65.0.3/32", "0a:58:0a:41:00:03"),
 ]

@@ -59,10 +59,12 @@ def test_target_driver_trace_and_tables_as_processes(tmp_path):
         result = json.loads(traced.stdout)["packets"][0]
         assert result["verdict"] == "forward"
         assert result["packet"]["dst_mac"] == "0a:58:0a:41:00:03"
-        assert [s["table"] for s in result["trace"]] == [
-            "port_classify",
-            "source_check_v4",
-            "routes_v4",
+        tables_hit = [s["table"] for s in result["trace"]]
+        assert tables_hit[:3] == ["port_classify", "source_check_v4", "routes_v4"]
+        decided = [s for s in result["trace"] if s["table"].endswith("_stage_0")]
+        assert [s["rule"] for s in decided] == [
+            "profile kns.default | egress rule 0",
+            "profile kns.default | ingress rule 0",
         ]
 
         human = _cli("trace", "--target", address, "--in-port", "cali-a", "--packet", packet)

@@ -70,7 +70,7 @@ def test_truncated_frame_at_eof_is_an_error_exit(tmp_path):
     async def main():
         async with embedded_target() as (address, _):
             async with felix_driver(address, tmp_path) as felix:
-                await felix.driver.send_raw(encode_frame(SNAPSHOT[1])[:-3])
+                await felix.driver.send_raw(encode_frame(SNAPSHOT[2])[:-3])
                 felix.driver.close_input()
                 assert await asyncio.wait_for(felix.driver.wait(), 20) == 1
 

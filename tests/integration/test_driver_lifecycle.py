@@ -86,7 +86,7 @@ def test_restarted_driver_writes_nothing_for_unchanged_state(tmp_path):
             assert target.write_count == written
             # ...but a change made while it was down is converged on restart.
             async with felix_driver(address, tmp_path) as felix:
-                await felix.send(SNAPSHOT[0], SNAPSHOT[1], IN_SYNC)
+                await felix.send(*SNAPSHOT[:3], IN_SYNC)
                 await felix.wait_for(lambda r: felix.in_sync())
             assert target.write_count == written + 3  # cali-b's three entries deleted
             assert _entries(target, "routes_v4") == 2

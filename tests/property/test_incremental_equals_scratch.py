@@ -33,7 +33,7 @@ def _entries(name, host, mac, v6):
     )
     key = WorkloadEndpointKey("k8s", name, "eth0")
     port = int(name.split("-")[1]) + 1
-    return key, endpoint_entries(workload_endpoint_from_proto(key, pb), port, SETTINGS)
+    return key, endpoint_entries(workload_endpoint_from_proto(key, pb), port, SETTINGS, 1, 1)
 
 
 @settings(max_examples=200, deadline=None)

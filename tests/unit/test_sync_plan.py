@@ -14,7 +14,10 @@ def _engine() -> SyncEngine:
 
 def _route(addr: int, port: int) -> TableEntry:
     return TableEntry.make(
-        "routes_v4", {"dst": Lpm(addr, 32)}, "to_workload", {"port": port, "dmac": 1, "smac": 2}
+        "routes_v4",
+        {"dst": Lpm(addr, 32)},
+        "to_workload",
+        {"port": port, "dmac": 1, "smac": 2, "ingress_program": 1},
     )
 
 
@@ -32,18 +35,20 @@ def test_installed_state_equal_to_desired_plans_nothing():
     assert engine.plan() == []
 
 
-def test_plan_orders_deletes_then_modifies_then_inserts_by_table():
+def test_plan_writes_before_it_deletes():
     engine = _engine()
     engine.installed = {e.key: e for e in [_port(9), _route(99, 9), _route(10, 1)]}
     engine.set_owner("a", [_route(10, 2), _port(1), _route(11, 1)])
     engine._dirty.update(engine.installed)
     ops = [(op.type, op.entry.table) for op in engine.plan()]
+    # Make before break: what replaces an entry is in place before anything is removed;
+    # writes in table order, deletes in reverse table order.
     assert ops == [
+        (INSERT, "port_classify"),
+        (MODIFY, "routes_v4"),
+        (INSERT, "routes_v4"),
         (DELETE, "routes_v4"),
         (DELETE, "port_classify"),
-        (MODIFY, "routes_v4"),
-        (INSERT, "port_classify"),
-        (INSERT, "routes_v4"),
     ]
 
 

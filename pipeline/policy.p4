@@ -1,0 +1,264 @@
+// Architecture-neutral Calico policy: IP-set classification (each address classified once
+// into a membership bitmap), then per direction a fixed number of stages whose
+// ternary/range rule tables match those bitmaps. Entries grow with set
+// members plus rules; endpoints with the same tiers and profiles share one program id.
+#ifndef FELIX_P4_POLICY_P4
+#define FELIX_P4_POLICY_P4
+
+#include "headers.p4"
+
+// Stages per direction. A program is a sequence of first-match blocks: one per tier with
+// policies in that direction (ending in the tier's default action), then the profiles
+// (split after any profile holding a Pass rule, so Pass moves on to the next profile),
+// the last block ending in deny. A program needing more blocks than stages is reported to
+// Felix as "error" for its endpoints.
+#define POLICY_STAGES 7
+
+// One stage: first match by priority within (program); a program that does not use the
+// stage misses and leaves the verdict alone.
+#define RULE_TABLE(NAME, P4INFO_NAME, TABLE_ID)                                            \
+    @id(TABLE_ID) @name(P4INFO_NAME)                                            \
+    table NAME##_table {                                                        \
+        key = {                                                                 \
+            meta.policy_program : exact   @id(1) @name("program");              \
+            meta.ip_version     : ternary @id(2) @name("ip_version");           \
+            meta.l4_proto       : range   @id(3) @name("proto");                \
+            meta.src_sets       : ternary @id(4) @name("src_sets");             \
+            meta.dst_sets       : ternary @id(5) @name("dst_sets");             \
+            meta.src_port       : range   @id(6) @name("src_port");             \
+            meta.dst_port       : range   @id(7) @name("dst_port");             \
+            meta.icmp_type      : range   @id(8) @name("icmp_type");            \
+            meta.icmp_code      : range   @id(9) @name("icmp_code");            \
+        }                                                                       \
+        actions = { rule_allow; rule_deny; rule_pass; @defaultonly no_verdict; } \
+        const default_action = no_verdict;                                      \
+        size = 65536;                                                           \
+    }
+
+#define STAGE(NAME) if (meta.verdict == VERDICT_NONE) { NAME##_table.apply(); }
+
+control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
+
+    @id(0x01000010) @name(".set_src_sets")
+    action set_src_sets(@id(1) bit<IPSET_BITS> sets) {
+        meta.src_sets = sets;
+    }
+
+    @id(0x01000011) @name(".set_dst_sets")
+    action set_dst_sets(@id(1) bit<IPSET_BITS> sets) {
+        meta.dst_sets = sets;
+    }
+
+    @id(0x01000012) @name(".add_src_sets")
+    action add_src_sets(@id(1) bit<IPSET_BITS> sets) {
+        meta.src_sets = meta.src_sets | sets;
+    }
+
+    @id(0x01000013) @name(".add_dst_sets")
+    action add_dst_sets(@id(1) bit<IPSET_BITS> sets) {
+        meta.dst_sets = meta.dst_sets | sets;
+    }
+
+    @id(0x01000014) @name(".no_sets")
+    action no_sets() {
+    }
+
+    // Address classification: one entry per distinct member prefix, whose bitmap holds every
+    // set with a member covering that prefix (so the longest match carries them all).
+    @id(0x02000010) @name(".ipset_src_v4")
+    table ipset_src_v4 {
+        key = { hdr.ipv4.src_addr : lpm @id(1) @name("addr"); }
+        actions = { set_src_sets; @defaultonly no_sets; }
+        const default_action = no_sets;
+        size = 262144;
+    }
+
+    @id(0x02000011) @name(".ipset_dst_v4")
+    table ipset_dst_v4 {
+        key = { hdr.ipv4.dst_addr : lpm @id(1) @name("addr"); }
+        actions = { set_dst_sets; @defaultonly no_sets; }
+        const default_action = no_sets;
+        size = 262144;
+    }
+
+    @id(0x02000012) @name(".ipset_src_v6")
+    table ipset_src_v6 {
+        key = { hdr.ipv6.src_addr : lpm @id(1) @name("addr"); }
+        actions = { set_src_sets; @defaultonly no_sets; }
+        const default_action = no_sets;
+        size = 262144;
+    }
+
+    @id(0x02000013) @name(".ipset_dst_v6")
+    table ipset_dst_v6 {
+        key = { hdr.ipv6.dst_addr : lpm @id(1) @name("addr"); }
+        actions = { set_dst_sets; @defaultonly no_sets; }
+        const default_action = no_sets;
+        size = 262144;
+    }
+
+    // Named-port (and service) sets: members are (address, protocol, port).
+    @id(0x02000014) @name(".portset_src")
+    table portset_src {
+        key = {
+            meta.ip_version : exact @id(1) @name("ip_version");
+            meta.src_addr   : exact @id(2) @name("addr");
+            meta.l4_proto   : exact @id(3) @name("proto");
+            meta.src_port   : exact @id(4) @name("port");
+        }
+        actions = { add_src_sets; @defaultonly no_sets; }
+        const default_action = no_sets;
+        size = 262144;
+    }
+
+    @id(0x02000015) @name(".portset_dst")
+    table portset_dst {
+        key = {
+            meta.ip_version : exact @id(1) @name("ip_version");
+            meta.dst_addr   : exact @id(2) @name("addr");
+            meta.l4_proto   : exact @id(3) @name("proto");
+            meta.dst_port   : exact @id(4) @name("port");
+        }
+        actions = { add_dst_sets; @defaultonly no_sets; }
+        const default_action = no_sets;
+        size = 262144;
+    }
+
+    @id(0x01000020) @name(".rule_allow")
+    action rule_allow() {
+        meta.verdict = VERDICT_ALLOW;
+    }
+
+    @id(0x01000021) @name(".rule_deny")
+    action rule_deny() {
+        meta.verdict = VERDICT_DENY;
+    }
+
+    // Pass: skip the rest of this tier (the stage's lookup is first-match, so the stage
+    // simply ends without a verdict and the next stage runs).
+    @id(0x01000022) @name(".rule_pass")
+    action rule_pass() {
+    }
+
+    @id(0x01000023) @name(".no_verdict")
+    action no_verdict() {
+    }
+
+    RULE_TABLE(egress_stage_0, ".egress_stage_0", 0x2000020)
+    RULE_TABLE(egress_stage_1, ".egress_stage_1", 0x2000021)
+    RULE_TABLE(egress_stage_2, ".egress_stage_2", 0x2000022)
+    RULE_TABLE(egress_stage_3, ".egress_stage_3", 0x2000023)
+    RULE_TABLE(egress_stage_4, ".egress_stage_4", 0x2000024)
+    RULE_TABLE(egress_stage_5, ".egress_stage_5", 0x2000025)
+    RULE_TABLE(egress_stage_6, ".egress_stage_6", 0x2000026)
+    RULE_TABLE(ingress_stage_0, ".ingress_stage_0", 0x2000030)
+    RULE_TABLE(ingress_stage_1, ".ingress_stage_1", 0x2000031)
+    RULE_TABLE(ingress_stage_2, ".ingress_stage_2", 0x2000032)
+    RULE_TABLE(ingress_stage_3, ".ingress_stage_3", 0x2000033)
+    RULE_TABLE(ingress_stage_4, ".ingress_stage_4", 0x2000034)
+    RULE_TABLE(ingress_stage_5, ".ingress_stage_5", 0x2000035)
+    RULE_TABLE(ingress_stage_6, ".ingress_stage_6", 0x2000036)
+
+    apply {
+        // The L3/L4 summary every policy table and conntrack match on.
+        meta.src_port = 0;
+        meta.dst_port = 0;
+        meta.icmp_type = 0;
+        meta.icmp_code = 0;
+        if (hdr.ipv4.isValid()) {
+            meta.ip_version = 4;
+            meta.l4_proto = hdr.ipv4.protocol;
+            meta.src_addr = (bit<128>)hdr.ipv4.src_addr;
+            meta.dst_addr = (bit<128>)hdr.ipv4.dst_addr;
+        } else {
+            meta.ip_version = 6;
+            meta.l4_proto = hdr.ipv6.next_hdr;
+            meta.src_addr = hdr.ipv6.src_addr;
+            meta.dst_addr = hdr.ipv6.dst_addr;
+        }
+        if (hdr.l4_ports.isValid()) {
+            meta.src_port = hdr.l4_ports.src_port;
+            meta.dst_port = hdr.l4_ports.dst_port;
+        }
+        if (hdr.icmp.isValid()) {
+            meta.icmp_type = hdr.icmp.icmp_type;
+            meta.icmp_code = hdr.icmp.icmp_code;
+        }
+
+        meta.src_sets = 0;
+        meta.dst_sets = 0;
+        if (hdr.ipv4.isValid()) {
+            ipset_src_v4.apply();
+            ipset_dst_v4.apply();
+        } else {
+            ipset_src_v6.apply();
+            ipset_dst_v6.apply();
+        }
+        portset_src.apply();
+        portset_dst.apply();
+
+        // A direction with no local workload has no program and allows; a workload's
+        // program that gives no verdict after its profiles denies (fail closed).
+        bit<1> egress_ok = 1;
+        if (meta.egress_program != 0) {
+            meta.policy_program = meta.egress_program;
+            meta.verdict = VERDICT_NONE;
+            STAGE(egress_stage_0)
+            STAGE(egress_stage_1)
+            STAGE(egress_stage_2)
+            STAGE(egress_stage_3)
+            STAGE(egress_stage_4)
+            STAGE(egress_stage_5)
+            STAGE(egress_stage_6)
+            if (meta.verdict != VERDICT_ALLOW) {
+                egress_ok = 0;
+            }
+        }
+        bit<1> ingress_ok = 1;
+        if (meta.ingress_program != 0) {
+            meta.policy_program = meta.ingress_program;
+            meta.verdict = VERDICT_NONE;
+            STAGE(ingress_stage_0)
+            STAGE(ingress_stage_1)
+            STAGE(ingress_stage_2)
+            STAGE(ingress_stage_3)
+            STAGE(ingress_stage_4)
+            STAGE(ingress_stage_5)
+            STAGE(ingress_stage_6)
+            if (meta.verdict != VERDICT_ALLOW) {
+                ingress_ok = 0;
+            }
+        }
+        meta.policy_allowed = egress_ok & ingress_ok;
+
+        // Conntrack key: the (address, port) ends ordered so both directions of a flow
+        // share one entry. 128-bit addresses compare as two 64-bit halves.
+        bit<64> src_hi = meta.src_addr[127:64];
+        bit<64> dst_hi = meta.dst_addr[127:64];
+        bit<64> src_lo = meta.src_addr[63:0];
+        bit<64> dst_lo = meta.dst_addr[63:0];
+        bool src_first = src_hi < dst_hi
+            || (src_hi == dst_hi && (src_lo < dst_lo
+                || (src_lo == dst_lo && meta.src_port <= meta.dst_port)));
+        if (src_first) {
+            meta.ct_addr_lo = meta.src_addr;
+            meta.ct_port_lo = meta.src_port;
+            meta.ct_addr_hi = meta.dst_addr;
+            meta.ct_port_hi = meta.dst_port;
+        } else {
+            meta.ct_addr_lo = meta.dst_addr;
+            meta.ct_port_lo = meta.dst_port;
+            meta.ct_addr_hi = meta.src_addr;
+            meta.ct_port_hi = meta.src_port;
+        }
+        if (meta.l4_proto == IP_PROTO_TCP) {
+            meta.ct_timeout = CT_PROFILE_TCP;
+        } else if (meta.l4_proto == IP_PROTO_UDP) {
+            meta.ct_timeout = CT_PROFILE_UDP;
+        } else {
+            meta.ct_timeout = CT_PROFILE_OTHER;
+        }
+    }
+}
+
+#endif
