@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/felix-p4 sim examples/three-pods.yaml
+	$(BIN)/felix-p4 sim examples/default-deny.yaml
 
 test: $(STAMP) lint typecheck pytest
 

@@ -136,7 +136,9 @@ def rule_matches(rule: Rule, pkt: Packet, view: PolicyView) -> bool:
             by_name = any(view.in_port_set(s, addr, pkt.proto, port) for s in named)
             if not (numeric or by_name):
                 return False
-        if has_ports and _in_ranges(port, not_ports):
+        # A packet without ports is seen as port 0 by a negated numeric range, as in Felix's
+        # BPF dataplane (Calico's validation keeps numeric ports to TCP, UDP and SCTP rules).
+        if _in_ranges(port if has_ports else 0, not_ports):
             return False
         if any(view.in_port_set(s, addr, pkt.proto, port) for s in not_named):
             return False

@@ -1,6 +1,6 @@
 """Any sequence of endpoint adds, changes and removals ends in the entries a fresh compile gives."""
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from calico_proto import felixbackend_pb2 as fb
@@ -36,7 +36,6 @@ def _entries(name, host, mac, v6):
     return key, endpoint_entries(workload_endpoint_from_proto(key, pb), port, SETTINGS, 1, 1)
 
 
-@settings(max_examples=200, deadline=None)
 @given(operations)
 def test_incremental_owner_updates_equal_a_fresh_compile(ops):
     incremental = SyncEngine(SCHEMA, client=None)  # type: ignore[arg-type]
