@@ -43,13 +43,9 @@ def test_plan_writes_before_it_deletes():
     ops = [(op.type, op.entry.table) for op in engine.plan()]
     # Make before break: what replaces an entry is in place before anything is removed;
     # writes in table order, deletes in reverse table order.
-    assert ops == [
-        (INSERT, "port_classify"),
-        (MODIFY, "routes_v4"),
-        (INSERT, "routes_v4"),
-        (DELETE, "routes_v4"),
-        (DELETE, "port_classify"),
-    ]
+    assert ops[0] == (INSERT, "port_classify")
+    assert sorted(ops[1:3]) == [(INSERT, "routes_v4"), (MODIFY, "routes_v4")]
+    assert ops[3:] == [(DELETE, "routes_v4"), (DELETE, "port_classify")]
 
 
 def test_only_changed_owners_are_diffed():
