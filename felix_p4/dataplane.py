@@ -20,6 +20,7 @@ from felix_p4.compile.forwarding import (
     SOURCE_CHECK,
     CannotForward,
     ForwardingSettings,
+    blackhole_entries,
     endpoint_entries,
     node_entries,
 )
@@ -143,6 +144,8 @@ class Dataplane:
             except CannotCompile as exc:
                 log.error("workload endpoint %s: %s", key, exc)
                 out.statuses[key] = ERROR
+                if not any((key, d) in self._installed for d in DIRECTIONS):
+                    sync.set_owner(key, blackhole_entries(endpoint))
                 continue
             for program in programs.values():
                 sync.set_owner(program.owner, program.entries)
@@ -162,6 +165,7 @@ class Dataplane:
                     out.statuses[key] = ERROR
                     previous = self._installed.get((key, d))
                     if previous is None:
+                        sync.set_owner(key, blackhole_entries(endpoint))
                         break
                     program = previous
                 chosen[d] = program

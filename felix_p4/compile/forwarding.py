@@ -93,6 +93,13 @@ def endpoint_entries(
     return entries
 
 
+def blackhole_entries(endpoint: WorkloadEndpoint) -> list[TableEntry]:
+    """For an endpoint that cannot be protected as Felix asks: its addresses route to drop
+    (rather than to the host) and its port stays unknown, so it neither sends nor receives."""
+    routed: tuple[IPNetwork, ...] = (*endpoint.ipv4_nets, *endpoint.ipv6_nets)
+    return [TableEntry.make(ROUTES[dst.version], {"dst": _lpm(dst)}, "drop") for dst in routed]
+
+
 def node_entries(settings: ForwardingSettings) -> list[TableEntry]:
     """Node-wide entries: the host port and the catch-all routes that hand traffic to it."""
     if settings.host_port is None:

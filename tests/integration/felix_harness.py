@@ -171,3 +171,43 @@ async def felix_driver(
     finally:
         await driver.stop()
         felix._task.cancel()
+
+
+async def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll a condition the test cannot be notified of (a device counter), with a deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def policy_update(
+    name: str, namespace: str, inbound: list[dict] | None = None, outbound: list[dict] | None = None
+) -> fb.ToDataplane:
+    return msg(
+        active_policy_update={
+            "id": {"name": name, "namespace": namespace, "kind": "NetworkPolicy"},
+            "policy": {
+                "tier": "default",
+                "namespace": namespace,
+                "inbound_rules": inbound or [],
+                "outbound_rules": outbound or [],
+            },
+        }
+    )
+
+
+def tier(
+    name: str, ingress: list[str], egress: list[str] = (), default_action: str = "Deny"
+) -> dict:  # type: ignore[assignment]
+    def ids(names: list[str]) -> list[dict]:
+        return [{"name": n, "namespace": "default", "kind": "NetworkPolicy"} for n in names]
+
+    return {
+        "name": name,
+        "ingress_policies": ids(ingress),
+        "egress_policies": ids(list(egress)),
+        "default_action": default_action,
+    }
