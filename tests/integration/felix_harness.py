@@ -200,8 +200,8 @@ def policy_update(
 
 
 def tier(
-    name: str, ingress: list[str], egress: list[str] = (), default_action: str = "Deny"
-) -> dict:  # type: ignore[assignment]
+    name: str, ingress: list[str], egress: tuple[str, ...] = (), default_action: str = "Deny"
+) -> dict:
     def ids(names: list[str]) -> list[dict]:
         return [{"name": n, "namespace": "default", "kind": "NetworkPolicy"} for n in names]
 

@@ -4,7 +4,6 @@ import asyncio
 
 import grpc
 from felix_harness import (
-    ALLOW_ALL_PROFILE,
     SNAPSHOT,
     embedded_target,
     endpoint_update,
@@ -117,7 +116,7 @@ def test_policy_edit_moves_endpoints_to_a_new_program_and_removes_the_old(tmp_pa
 
 def test_more_tiers_than_stages_is_an_error_and_fails_closed(tmp_path):
     async def main():
-        async with embedded_target() as (address, target):
+        async with embedded_target() as (address, _):
             async with felix_driver(address, tmp_path) as felix:
                 tiers = [tier(f"t{i}", ["allow-web"]) for i in range(8)]
                 await felix.send(
@@ -161,6 +160,3 @@ def test_out_of_set_bits_is_an_error_for_that_endpoint_only(tmp_path):
                 assert target.tables.entry_count("ipset_src_v4") == 0  # nothing half-installed
 
     asyncio.run(main())
-
-
-assert ALLOW_ALL_PROFILE
