@@ -160,3 +160,49 @@ def test_out_of_set_bits_is_an_error_for_that_endpoint_only(tmp_path):
                 assert target.tables.entry_count("ipset_src_v4") == 0  # nothing half-installed
 
     asyncio.run(main())
+
+
+def test_table_full_is_an_error_without_a_partial_program_then_recovers(tmp_path):
+    from google.protobuf import text_format
+
+    from felix_p4.p4.pipeline import DEFAULT_P4INFO
+    from felix_p4.p4.schema import load_p4info
+
+    info = load_p4info(DEFAULT_P4INFO)
+    for table in info.tables:
+        if table.preamble.name == "ingress_stage_0":
+            table.size = 4
+    small = tmp_path / "small.p4info.txtpb"
+    small.write_text(text_format.MessageToString(info))
+    five_rules = policy_update(
+        "allow-web",
+        "default",
+        inbound=[
+            {"action": "allow", "protocol": {"name": "tcp"}, "dst_ports": [{"first": p, "last": p}]}
+            for p in (80, 81, 82, 83, 84)
+        ],
+    )
+
+    async def main():
+        async with embedded_target() as (address, target):
+            settings = {"pipeline": {"p4info": str(small)}}
+            async with felix_driver(address, tmp_path, settings) as felix:
+                protected = endpoint_update(
+                    "cali-b", "10.65.0.3/32", tiers=[tier("default", ["allow-web"])]
+                )
+                await felix.send(*SNAPSHOT[:3], WEB_SET, five_rules, protected, IN_SYNC)
+                await felix.wait_for(lambda r: felix.in_sync())
+                assert felix.statuses() == {"default/cali-a": "up", "default/cali-b": "error"}
+                to_b = await _trace(
+                    address, 1, {"src": "10.65.0.2", "dst": "10.65.0.3", "dport": 80}
+                )
+                assert to_b["verdict"] == "drop"  # never reachable through a partial program
+                await felix.send(ALLOW_WEB)  # one rule: the program fits now
+                await felix.wait_for(lambda r: felix.statuses()["default/cali-b"] == "up")
+                to_b = await _trace(
+                    address, 1, {"src": "10.65.0.2", "dst": "10.65.0.3", "dport": 80}
+                )
+                assert to_b["verdict"] == "forward"
+                assert target.tables.entry_count("ingress_stage_0") == 4
+
+    asyncio.run(main())
