@@ -34,6 +34,7 @@ from felix_p4.compile.policy import (
 from felix_p4.felix.status import DOWN, ERROR, UP
 from felix_p4.model.endpoints import WorkloadEndpoint, WorkloadEndpointKey
 from felix_p4.model.state import DataplaneState
+from felix_p4.p4.entries import TableEntry
 from felix_p4.p4.sync import ApplyReport, SyncEngine
 from felix_p4.ports import PortResolver
 
@@ -74,7 +75,7 @@ class Dataplane:
 
     def recover(self) -> None:
         """Adopt allocations from what the device holds (call after sync.load_installed)."""
-        self.policy.recover(self.sync.installed.values())
+        self.policy.recover(e for e in self.sync.installed.values() if isinstance(e, TableEntry))
 
     async def _host_port(self) -> int | None:
         if isinstance(self.host_port_name, int):

@@ -6,6 +6,8 @@
 #include "headers.p4"
 #include "parser.p4"
 #include "forwarding.p4"
+#include "nat.p4"
+#include "services.p4"
 #include "policy.p4"
 
 parser MainParserImpl(packet_in pkt, out headers_t hdr, inout metadata_t meta,
@@ -25,8 +27,16 @@ control PreControlImpl(in headers_t hdr, inout metadata_t meta,
 
 control MainControlImpl(inout headers_t hdr, inout metadata_t meta,
                         in pna_main_input_metadata_t istd, inout pna_main_output_metadata_t ostd) {
-    FelixForwarding() forwarding;
+    FelixPort() port;
+    FelixSummary() summary;
+    FelixServices() services;
+    FelixRewrite() dnat;
+    FelixRewrite() reply_src;
+    FelixRewrite() reply_dst;
+    FelixSummary() translated;
+    FelixRouting() routing;
     FelixPolicy() policy;
+    FelixRewrite() hairpin_snat;
 
     @id(0x01000030) @name(".ct_established")
     action ct_established() {
@@ -61,11 +71,40 @@ control MainControlImpl(inout headers_t hdr, inout metadata_t meta,
 
     apply {
         meta.in_port = (bit<32>)istd.input_port;
-        forwarding.apply(hdr, meta);
+        port.apply(hdr, meta);
         if (meta.drop == 0 && (hdr.ipv4.isValid() || hdr.ipv6.isValid())) {
-            policy.apply(hdr, meta);
-            if (!conntrack.apply().hit && meta.policy_allowed == 0) {
-                meta.drop = 1;
+            summary.apply(hdr, meta);
+            services.apply(hdr, meta);
+            bit<128> received_src_addr = meta.src_addr;
+            bit<16> received_src_port = meta.src_port;
+            bit<16> client_port = meta.src_port;
+            if (meta.is_service == 1) {
+                dnat.apply(hdr, 0, meta.nat_addr, meta.nat_port);
+            } else if (meta.reply_nat == 1) {
+                reply_src.apply(hdr, 1, meta.nat_addr, meta.nat_port);
+                reply_dst.apply(hdr, 0, meta.rev_dst_addr, meta.rev_dst_port);
+            }
+            translated.apply(hdr, meta);
+            meta.ct_view_src_addr = meta.src_addr;
+            meta.ct_view_src_port = meta.src_port;
+            meta.ct_view_dst_addr = meta.dst_addr;
+            meta.ct_view_dst_port = meta.dst_port;
+            if (meta.reply_nat == 1) {
+                meta.ct_view_src_addr = received_src_addr;
+                meta.ct_view_src_port = received_src_port;
+            }
+            if (meta.drop == 0) {
+                routing.apply(hdr, meta);
+            }
+            if (meta.drop == 0) {
+                policy.apply(hdr, meta);
+                if (!conntrack.apply().hit && meta.policy_allowed == 0) {
+                    meta.drop = 1;
+                }
+            }
+            if (meta.drop == 0 && meta.is_service == 1 && meta.hairpin == 1) {
+                // A pod reaching itself: it must not see its own address as the source.
+                hairpin_snat.apply(hdr, 1, meta.hairpin_addr, client_port);
             }
         }
         if (meta.drop == 1) {

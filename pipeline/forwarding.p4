@@ -1,12 +1,13 @@
 // Architecture-neutral forwarding: port classification, ARP responder, source check
-// (anti-spoofing) and routing with MAC rewrite and TTL / hop-limit decrement.
-// Table, action, key and parameter ids are explicit so the P4Info is a stable contract.
+// (anti-spoofing), the L3/L4 summary later stages match on, and routing with MAC rewrite
+// and TTL / hop-limit decrement. Ids are explicit so the P4Info is a stable contract.
 #ifndef FELIX_P4_FORWARDING_P4
 #define FELIX_P4_FORWARDING_P4
 
 #include "headers.p4"
 
-control FelixForwarding(inout headers_t hdr, inout metadata_t meta) {
+// Ingress port: what the port is, ARP for the gateway, and the source check.
+control FelixPort(inout headers_t hdr, inout metadata_t meta) {
 
     @id(0x01000001) @name(".drop")
     action drop() {
@@ -72,6 +73,93 @@ control FelixForwarding(inout headers_t hdr, inout metadata_t meta) {
         size = 65536;
     }
 
+    // Calico workloads ARP for their gateway and expect the host side to answer for any
+    // address with its own MAC (proxy ARP); the reply goes back out of the asking port.
+    action arp_reply() {
+        hdr.ethernet.dst_addr = hdr.ethernet.src_addr;
+        hdr.ethernet.src_addr = meta.gateway_mac;
+        hdr.arp.oper = ARP_OPER_REPLY;
+        hdr.arp.tha = hdr.arp.sha;
+        hdr.arp.sha = meta.gateway_mac;
+        bit<32> target = hdr.arp.tpa;
+        hdr.arp.tpa = hdr.arp.spa;
+        hdr.arp.spa = target;
+        meta.egress_port = meta.in_port;
+    }
+
+    apply {
+        meta.drop = 0;
+        meta.egress_port = 0;
+        meta.egress_program = 0;
+        meta.ingress_program = 0;
+        port_classify.apply();
+        if (meta.drop == 1) {
+            return;
+        }
+        if (hdr.arp.isValid()) {
+            if (meta.port_kind == PORT_KIND_WORKLOAD && hdr.arp.htype == ARP_HTYPE_ETHERNET
+                    && hdr.arp.ptype == ETHERTYPE_IPV4 && hdr.arp.oper == ARP_OPER_REQUEST) {
+                arp_reply();
+            } else {
+                drop();
+            }
+        } else if (hdr.ipv4.isValid()) {
+            if (meta.port_kind == PORT_KIND_WORKLOAD) {
+                source_check_v4.apply();
+            }
+        } else if (hdr.ipv6.isValid()) {
+            if (meta.port_kind == PORT_KIND_WORKLOAD) {
+                source_check_v6.apply();
+            }
+        } else {
+            drop();
+        }
+    }
+}
+
+// The L3/L4 summary services, policy and conntrack match on (IPv4 zero-extended to 128 bits).
+control FelixSummary(in headers_t hdr, inout metadata_t meta) {
+    apply {
+        meta.src_port = 0;
+        meta.dst_port = 0;
+        meta.icmp_type = 0;
+        meta.icmp_code = 0;
+        if (hdr.ipv4.isValid()) {
+            meta.ip_version = 4;
+            meta.l4_proto = hdr.ipv4.protocol;
+            meta.src_addr = (bit<128>)hdr.ipv4.src_addr;
+            meta.dst_addr = (bit<128>)hdr.ipv4.dst_addr;
+        } else {
+            meta.ip_version = 6;
+            meta.l4_proto = hdr.ipv6.next_hdr;
+            meta.src_addr = hdr.ipv6.src_addr;
+            meta.dst_addr = hdr.ipv6.dst_addr;
+        }
+        if (hdr.tcp.isValid()) {
+            meta.src_port = hdr.tcp.src_port;
+            meta.dst_port = hdr.tcp.dst_port;
+        } else if (hdr.udp.isValid()) {
+            meta.src_port = hdr.udp.src_port;
+            meta.dst_port = hdr.udp.dst_port;
+        } else if (hdr.sctp.isValid()) {
+            meta.src_port = hdr.sctp.src_port;
+            meta.dst_port = hdr.sctp.dst_port;
+        }
+        if (hdr.icmp.isValid()) {
+            meta.icmp_type = hdr.icmp.icmp_type;
+            meta.icmp_code = hdr.icmp.icmp_code;
+        }
+    }
+}
+
+// Routing on the (possibly translated) destination.
+control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
+
+    @id(0x01000007) @name(".no_route")
+    action no_route() {
+        meta.drop = 1;
+    }
+
     // Deliver to a local workload: its MAC as destination, the gateway MAC as source;
     // ingress_program: the policy program for traffic this workload receives.
     @id(0x01000005) @name(".to_workload")
@@ -97,9 +185,9 @@ control FelixForwarding(inout headers_t hdr, inout metadata_t meta) {
         actions = {
             to_workload;
             to_host;
-            drop;
+            no_route;
         }
-        default_action = drop;
+        default_action = no_route;
         size = 65536;
     }
 
@@ -111,28 +199,14 @@ control FelixForwarding(inout headers_t hdr, inout metadata_t meta) {
         actions = {
             to_workload;
             to_host;
-            drop;
+            no_route;
         }
-        default_action = drop;
+        default_action = no_route;
         size = 65536;
     }
 
-    // Calico workloads ARP for their gateway and expect the host side to answer for any
-    // address with its own MAC (proxy ARP); the reply goes back out of the asking port.
-    action arp_reply() {
-        hdr.ethernet.dst_addr = hdr.ethernet.src_addr;
-        hdr.ethernet.src_addr = meta.gateway_mac;
-        hdr.arp.oper = ARP_OPER_REPLY;
-        hdr.arp.tha = hdr.arp.sha;
-        hdr.arp.sha = meta.gateway_mac;
-        bit<32> target = hdr.arp.tpa;
-        hdr.arp.tpa = hdr.arp.spa;
-        hdr.arp.spa = target;
-        meta.egress_port = meta.in_port;
-    }
-
     // RFC 1624 incremental checksum update for the TTL decrement (the TTL shares a
-    // 16-bit word with the protocol field).
+    // 16-bit word with the protocol field); correct with IPv4 options present too.
     action decrement_ttl_v4() {
         bit<16> old_word = hdr.ipv4.ttl ++ hdr.ipv4.protocol;
         hdr.ipv4.ttl = hdr.ipv4.ttl - 1;
@@ -144,60 +218,27 @@ control FelixForwarding(inout headers_t hdr, inout metadata_t meta) {
     }
 
     apply {
-        meta.drop = 0;
-        meta.egress_port = 0;
-        meta.egress_program = 0;
-        meta.ingress_program = 0;
-        port_classify.apply();
-        if (meta.drop == 1) {
-            return;
-        }
-        if (hdr.arp.isValid()) {
-            if (meta.port_kind == PORT_KIND_WORKLOAD && hdr.arp.htype == ARP_HTYPE_ETHERNET
-                    && hdr.arp.ptype == ETHERTYPE_IPV4 && hdr.arp.oper == ARP_OPER_REQUEST) {
-                arp_reply();
-            } else {
-                drop();
-            }
-            return;
-        }
         if (hdr.ipv4.isValid()) {
-            if (meta.port_kind == PORT_KIND_WORKLOAD) {
-                source_check_v4.apply();
-                if (meta.drop == 1) {
-                    return;
-                }
-            }
             switch (routes_v4.apply().action_run) {
                 to_workload: {
-                    // An expiring packet is dropped: the pipeline does not generate ICMP
-                    // time-exceeded. The incremental checksum update is correct with
-                    // IPv4 options present, so they need no special case.
+                    // An expiring packet is dropped: no ICMP time-exceeded is generated.
                     if (hdr.ipv4.ttl <= 1) {
-                        drop();
+                        meta.drop = 1;
                     } else {
                         decrement_ttl_v4();
                     }
                 }
             }
         } else if (hdr.ipv6.isValid()) {
-            if (meta.port_kind == PORT_KIND_WORKLOAD) {
-                source_check_v6.apply();
-                if (meta.drop == 1) {
-                    return;
-                }
-            }
             switch (routes_v6.apply().action_run) {
                 to_workload: {
                     if (hdr.ipv6.hop_limit <= 1) {
-                        drop();
+                        meta.drop = 1;
                     } else {
                         hdr.ipv6.hop_limit = hdr.ipv6.hop_limit - 1;
                     }
                 }
             }
-        } else {
-            drop();
         }
     }
 }

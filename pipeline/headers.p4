@@ -59,11 +59,33 @@ header ipv6_t {
     bit<128> dst_addr;
 }
 
-// The first bytes of any L4 header Calico policy looks at: TCP, UDP and SCTP start with
-// source and destination ports, ICMP and ICMPv6 with type and code.
-header l4_ports_t {
+header tcp_t {
     bit<16> src_port;
     bit<16> dst_port;
+    bit<32> seq_no;
+    bit<32> ack_no;
+    bit<4>  data_offset;
+    bit<4>  res;
+    bit<8>  flags;
+    bit<16> window;
+    bit<16> checksum;
+    bit<16> urgent_ptr;
+}
+
+// UDP and UDP-Lite: ports, length (coverage for UDP-Lite), checksum.
+header udp_t {
+    bit<16> src_port;
+    bit<16> dst_port;
+    bit<16> length;
+    bit<16> checksum;
+}
+
+// SCTP common header: its CRC32c checksum covers the whole packet.
+header sctp_t {
+    bit<16> src_port;
+    bit<16> dst_port;
+    bit<32> verification_tag;
+    bit<32> checksum;
 }
 
 header icmp_t {
@@ -77,7 +99,9 @@ struct headers_t {
     arp_t      arp;
     ipv4_t     ipv4;
     ipv6_t     ipv6;
-    l4_ports_t l4_ports;
+    tcp_t      tcp;
+    udp_t      udp;
+    sctp_t     sctp;
     icmp_t     icmp;
 }
 
@@ -121,12 +145,33 @@ struct metadata_t {
     // IP-set classification: one bit per set, for the source and the destination.
     bit<IPSET_BITS> src_sets;
     bit<IPSET_BITS> dst_sets;
+    // Services: the front end hit, the backend chosen, and what replies translate back.
+    bit<1>   is_service;
+    bit<32>  service_group;
+    bit<32>  service_id;
+    bit<32>  affinity_seconds;
+    bit<128> nat_addr;
+    bit<16>  nat_port;
+    bit<1>   hairpin;
+    bit<128> hairpin_addr;
+    bit<1>   reply_nat;
+    bit<1>   learn_reverse;
+    bit<128> rev_src_addr;
+    bit<16>  rev_src_port;
+    bit<128> rev_dst_addr;
+    bit<16>  rev_dst_port;
     // Policy programs of the sending and the receiving local workload (0: none).
     bit<16> egress_program;
     bit<16> ingress_program;
     bit<16> policy_program;
     bit<2>  verdict;
     bit<1>  policy_allowed;
+    // The flow as conntrack sees it: after DNAT for requests, before translation back
+    // (but with the client restored) for replies, so both directions share one entry.
+    bit<128> ct_view_src_addr;
+    bit<16>  ct_view_src_port;
+    bit<128> ct_view_dst_addr;
+    bit<16>  ct_view_dst_port;
     // Direction-independent connection key: the lower (address, port) end first.
     bit<128> ct_addr_lo;
     bit<128> ct_addr_hi;

@@ -24,10 +24,10 @@ parser FelixParser(packet_in pkt, out headers_t hdr) {
     state parse_ipv4 {
         pkt.extract(hdr.ipv4);
         transition select(hdr.ipv4.ihl, hdr.ipv4.frag_offset, hdr.ipv4.protocol) {
-            (5, 0, IP_PROTO_TCP):  parse_l4_ports;
-            (5, 0, IP_PROTO_UDP):  parse_l4_ports;
-            (5, 0, IP_PROTO_SCTP): parse_l4_ports;
-            (5, 0, IP_PROTO_UDPLITE): parse_l4_ports;
+            (5, 0, IP_PROTO_TCP):  parse_tcp;
+            (5, 0, IP_PROTO_UDP):  parse_udp;
+            (5, 0, IP_PROTO_SCTP): parse_sctp;
+            (5, 0, IP_PROTO_UDPLITE): parse_udp;
             (5, 0, IP_PROTO_ICMP): parse_icmp;
             default: accept;
         }
@@ -35,16 +35,24 @@ parser FelixParser(packet_in pkt, out headers_t hdr) {
     state parse_ipv6 {
         pkt.extract(hdr.ipv6);
         transition select(hdr.ipv6.next_hdr) {
-            IP_PROTO_TCP:    parse_l4_ports;
-            IP_PROTO_UDP:    parse_l4_ports;
-            IP_PROTO_SCTP:   parse_l4_ports;
-            IP_PROTO_UDPLITE: parse_l4_ports;
+            IP_PROTO_TCP:    parse_tcp;
+            IP_PROTO_UDP:    parse_udp;
+            IP_PROTO_SCTP:   parse_sctp;
+            IP_PROTO_UDPLITE: parse_udp;
             IP_PROTO_ICMPV6: parse_icmp;
             default: accept;
         }
     }
-    state parse_l4_ports {
-        pkt.extract(hdr.l4_ports);
+    state parse_tcp {
+        pkt.extract(hdr.tcp);
+        transition accept;
+    }
+    state parse_udp {
+        pkt.extract(hdr.udp);
+        transition accept;
+    }
+    state parse_sctp {
+        pkt.extract(hdr.sctp);
         transition accept;
     }
     state parse_icmp {
@@ -59,7 +67,9 @@ control FelixDeparser(packet_out pkt, in headers_t hdr) {
         pkt.emit(hdr.arp);
         pkt.emit(hdr.ipv4);
         pkt.emit(hdr.ipv6);
-        pkt.emit(hdr.l4_ports);
+        pkt.emit(hdr.tcp);
+        pkt.emit(hdr.udp);
+        pkt.emit(hdr.sctp);
         pkt.emit(hdr.icmp);
     }
 }

@@ -160,31 +160,6 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
     RULE_TABLE(ingress_stage_6, ".ingress_stage_6", 0x2000036)
 
     apply {
-        // The L3/L4 summary every policy table and conntrack match on.
-        meta.src_port = 0;
-        meta.dst_port = 0;
-        meta.icmp_type = 0;
-        meta.icmp_code = 0;
-        if (hdr.ipv4.isValid()) {
-            meta.ip_version = 4;
-            meta.l4_proto = hdr.ipv4.protocol;
-            meta.src_addr = (bit<128>)hdr.ipv4.src_addr;
-            meta.dst_addr = (bit<128>)hdr.ipv4.dst_addr;
-        } else {
-            meta.ip_version = 6;
-            meta.l4_proto = hdr.ipv6.next_hdr;
-            meta.src_addr = hdr.ipv6.src_addr;
-            meta.dst_addr = hdr.ipv6.dst_addr;
-        }
-        if (hdr.l4_ports.isValid()) {
-            meta.src_port = hdr.l4_ports.src_port;
-            meta.dst_port = hdr.l4_ports.dst_port;
-        }
-        if (hdr.icmp.isValid()) {
-            meta.icmp_type = hdr.icmp.icmp_type;
-            meta.icmp_code = hdr.icmp.icmp_code;
-        }
-
         meta.src_sets = 0;
         meta.dst_sets = 0;
         if (hdr.ipv4.isValid()) {
@@ -231,25 +206,25 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
         }
         meta.policy_allowed = egress_ok & ingress_ok;
 
-        // Conntrack key: the (address, port) ends ordered so both directions of a flow
-        // share one entry. 128-bit addresses compare as two 64-bit halves.
-        bit<64> src_hi = meta.src_addr[127:64];
-        bit<64> dst_hi = meta.dst_addr[127:64];
-        bit<64> src_lo = meta.src_addr[63:0];
-        bit<64> dst_lo = meta.dst_addr[63:0];
+        // Conntrack key: the (address, port) ends of the conntrack view ordered so both
+        // directions of a flow share one entry. 128-bit addresses compare as 64-bit halves.
+        bit<64> src_hi = meta.ct_view_src_addr[127:64];
+        bit<64> dst_hi = meta.ct_view_dst_addr[127:64];
+        bit<64> src_lo = meta.ct_view_src_addr[63:0];
+        bit<64> dst_lo = meta.ct_view_dst_addr[63:0];
         bool src_first = src_hi < dst_hi
             || (src_hi == dst_hi && (src_lo < dst_lo
-                || (src_lo == dst_lo && meta.src_port <= meta.dst_port)));
+                || (src_lo == dst_lo && meta.ct_view_src_port <= meta.ct_view_dst_port)));
         if (src_first) {
-            meta.ct_addr_lo = meta.src_addr;
-            meta.ct_port_lo = meta.src_port;
-            meta.ct_addr_hi = meta.dst_addr;
-            meta.ct_port_hi = meta.dst_port;
+            meta.ct_addr_lo = meta.ct_view_src_addr;
+            meta.ct_port_lo = meta.ct_view_src_port;
+            meta.ct_addr_hi = meta.ct_view_dst_addr;
+            meta.ct_port_hi = meta.ct_view_dst_port;
         } else {
-            meta.ct_addr_lo = meta.dst_addr;
-            meta.ct_port_lo = meta.dst_port;
-            meta.ct_addr_hi = meta.src_addr;
-            meta.ct_port_hi = meta.src_port;
+            meta.ct_addr_lo = meta.ct_view_dst_addr;
+            meta.ct_port_lo = meta.ct_view_dst_port;
+            meta.ct_addr_hi = meta.ct_view_src_addr;
+            meta.ct_port_hi = meta.ct_view_src_port;
         }
         if (meta.l4_proto == IP_PROTO_TCP) {
             meta.ct_timeout = CT_PROFILE_TCP;

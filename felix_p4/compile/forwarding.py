@@ -97,7 +97,7 @@ def blackhole_entries(endpoint: WorkloadEndpoint) -> list[TableEntry]:
     """For an endpoint that cannot be protected as Felix asks: its addresses route to drop
     (rather than to the host) and its port stays unknown, so it neither sends nor receives."""
     routed: tuple[IPNetwork, ...] = (*endpoint.ipv4_nets, *endpoint.ipv6_nets)
-    return [TableEntry.make(ROUTES[dst.version], {"dst": _lpm(dst)}, "drop") for dst in routed]
+    return [TableEntry.make(ROUTES[dst.version], {"dst": _lpm(dst)}, "no_route") for dst in routed]
 
 
 def node_entries(settings: ForwardingSettings) -> list[TableEntry]:

@@ -222,16 +222,28 @@ class P4RuntimeClient:
 
     async def read_table_entries(self) -> list[p4r.TableEntry]:
         """Every table entry on the device (table_id 0 is the spec's all-tables wildcard)."""
-        request = p4r.ReadRequest(
-            device_id=self.device_id, entities=[p4r.Entity(table_entry=p4r.TableEntry())]
-        )
-        entries: list[p4r.TableEntry] = []
+        return [
+            e.table_entry
+            for e in await self.read_entities(with_profiles=False)
+            if e.HasField("table_entry")
+        ]
+
+    async def read_entities(self, with_profiles: bool = True) -> list[p4r.Entity]:
+        """Every table entry and, optionally, every action profile member and group."""
+        wildcards = [p4r.Entity(table_entry=p4r.TableEntry())]
+        if with_profiles:
+            wildcards += [
+                p4r.Entity(action_profile_member=p4r.ActionProfileMember()),
+                p4r.Entity(action_profile_group=p4r.ActionProfileGroup()),
+            ]
+        request = p4r.ReadRequest(device_id=self.device_id, entities=wildcards)
+        entities: list[p4r.Entity] = []
         try:
             async for response in self.stub.Read(request):
-                entries.extend(e.table_entry for e in response.entities)
+                entities.extend(response.entities)
         except grpc.aio.AioRpcError as exc:
             raise P4RuntimeClientError(f"Read: {exc.details()}") from exc
-        return entries
+        return entities
 
     async def read_default_entry(self, table_id: int) -> p4r.TableEntry | None:
         request = p4r.ReadRequest(

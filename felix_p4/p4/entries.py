@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TypeAlias
 
 import attrs
@@ -76,14 +77,16 @@ class TableEntry:
     # P4Runtime TableEntry.metadata: opaque to the device; we keep the Calico names a rule
     # came from (for traces) and what a restart needs to recover allocations.
     metadata: bytes = b""
+    # Indirect tables: the action comes from an action profile group (selector) instead.
+    group: int = 0
 
     @classmethod
     def make(
         cls,
         table: str,
-        match: dict[str, Match],
+        match: Mapping[str, Match],
         action: str,
-        params: dict[str, int] | None = None,
+        params: Mapping[str, int] | None = None,
         priority: int = 0,
         metadata: bytes = b"",
     ) -> TableEntry:
@@ -105,8 +108,60 @@ class TableEntry:
     def key(self) -> EntryKey:
         return (self.table, self.match, self.priority, self.is_default)
 
+    @classmethod
+    def to_group(cls, table: str, match: Mapping[str, Match], group: int) -> TableEntry:
+        return cls(table, tuple(sorted(match.items())), group=group)
+
     def __str__(self) -> str:
         fields = " ".join(f"{name}={m}" for name, m in self.match) or "(default)"
         args = ", ".join(f"{name}={value:#x}" for name, value in self.params)
         prio = f" priority={self.priority}" if self.priority else ""
-        return f"{self.table} {fields}{prio} -> {self.action}({args})"
+        target = f"group {self.group}" if self.group else f"{self.action}({args})"
+        return f"{self.table} {fields}{prio} -> {target}"
+
+
+@attrs.frozen(slots=True)
+class ActionProfileMember:
+    """A member of an action profile: one action with its parameters (e.g. one backend)."""
+
+    profile: str
+    member_id: int
+    action: str
+    params: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def table(self) -> str:
+        return f"{self.profile}#members"
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.table, self.member_id)
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{name}={value:#x}" for name, value in self.params)
+        return f"{self.profile} member {self.member_id} -> {self.action}({args})"
+
+
+@attrs.frozen(slots=True)
+class ActionProfileGroup:
+    """A group of members (a service port's backends); the selector hashes among them."""
+
+    profile: str
+    group_id: int
+    members: tuple[tuple[int, int], ...] = ()  # (member id, weight), sorted
+    max_size: int = 0
+
+    @property
+    def table(self) -> str:
+        return f"{self.profile}#groups"
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.table, self.group_id)
+
+    def __str__(self) -> str:
+        return f"{self.profile} group {self.group_id} members {[m for m, _ in self.members]}"
+
+
+# Everything the sync engine writes; each has .table (for ordering) and .key (identity).
+Entity: TypeAlias = TableEntry | ActionProfileMember | ActionProfileGroup

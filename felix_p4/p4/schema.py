@@ -9,7 +9,18 @@ from finsy import P4Schema
 from finsy.proto import p4i, p4r
 from google.protobuf import text_format
 
-from felix_p4.p4.entries import Exact, Lpm, Match, Optional, Range, TableEntry, Ternary
+from felix_p4.p4.entries import (
+    ActionProfileGroup,
+    ActionProfileMember,
+    Entity,
+    Exact,
+    Lpm,
+    Match,
+    Optional,
+    Range,
+    TableEntry,
+    Ternary,
+)
 
 
 class SchemaError(Exception):
@@ -69,6 +80,8 @@ class PipelineSchema:
                 action.id, action.name, params, {pid: n for n, (pid, _) in params.items()}
             )
             self._action_names[action.id] = action.name
+        self._profiles = {p.name: p.id for p in self.finsy.action_profiles}
+        self._profile_names = {i: n for n, i in self._profiles.items()}
         self._tables: dict[str, _Table] = {}
         self._table_names: dict[int, str] = {}
         for table in self.finsy.tables:
@@ -87,6 +100,84 @@ class PipelineSchema:
     @property
     def table_names(self) -> list[str]:
         return list(self._tables)
+
+    @property
+    def profile_names(self) -> list[str]:
+        return list(self._profiles)
+
+    def entity_order(self) -> list[str]:
+        """Write order: every profile's members, then groups, then tables."""
+        return (
+            [f"{p}#members" for p in self._profiles]
+            + [f"{p}#groups" for p in self._profiles]
+            + self.table_names
+        )
+
+    def _profile(self, name: str) -> int:
+        try:
+            return self._profiles[name]
+        except KeyError:
+            raise SchemaError(f"P4Info has no action profile {name!r}") from None
+
+    def _action(self, action: str, params: tuple[tuple[str, int], ...]) -> p4r.Action:
+        a = self._actions.get(action)
+        if a is None:
+            raise SchemaError(f"P4Info has no action {action!r}")
+        pb = p4r.Action(action_id=a.id)
+        for pname, value in params:
+            pid = a.params.get(pname)
+            if pid is None:
+                raise SchemaError(f"action {action} has no param {pname!r}")
+            pb.params.add(param_id=pid[0], value=to_bytes(value))
+        return pb
+
+    def _decode_action(self, pb: p4r.Action) -> tuple[str, tuple[tuple[str, int], ...]]:
+        name = self._action_names[pb.action_id]
+        a = self._actions[name]
+        params = sorted(
+            (a.param_names[p.param_id], int.from_bytes(p.value, "big")) for p in pb.params
+        )
+        return name, tuple(params)
+
+    def encode_entity(self, entity: Entity) -> p4r.Entity:
+        if isinstance(entity, TableEntry):
+            return p4r.Entity(table_entry=self.encode(entity))
+        if isinstance(entity, ActionProfileMember):
+            return p4r.Entity(
+                action_profile_member=p4r.ActionProfileMember(
+                    action_profile_id=self._profile(entity.profile),
+                    member_id=entity.member_id,
+                    action=self._action(entity.action, entity.params),
+                )
+            )
+        group = p4r.ActionProfileGroup(
+            action_profile_id=self._profile(entity.profile),
+            group_id=entity.group_id,
+            max_size=entity.max_size,
+        )
+        for member_id, weight in entity.members:
+            group.members.add(member_id=member_id, weight=weight)
+        return p4r.Entity(action_profile_group=group)
+
+    def decode_entity(self, pb: p4r.Entity) -> Entity:
+        kind = pb.WhichOneof("entity")
+        if kind == "table_entry":
+            return self.decode(pb.table_entry)
+        if kind == "action_profile_member":
+            m = pb.action_profile_member
+            action, params = self._decode_action(m.action)
+            return ActionProfileMember(
+                self._profile_names[m.action_profile_id], m.member_id, action, params
+            )
+        if kind == "action_profile_group":
+            g = pb.action_profile_group
+            return ActionProfileGroup(
+                self._profile_names[g.action_profile_id],
+                g.group_id,
+                tuple(sorted((m.member_id, m.weight) for m in g.members)),
+                g.max_size,
+            )
+        raise SchemaError(f"cannot decode entity of kind {kind}")
 
     def table_id(self, name: str) -> int:
         return self._table(name).id
@@ -143,16 +234,10 @@ class PipelineSchema:
                 fm.range.high = to_bytes(m.high)
             else:
                 fm.optional.value = to_bytes(m.value)
-        if entry.action:
-            action = self._actions.get(entry.action)
-            if action is None:
-                raise SchemaError(f"P4Info has no action {entry.action!r}")
-            pb.action.action.action_id = action.id
-            for pname, value in entry.params:
-                pid = action.params.get(pname)
-                if pid is None:
-                    raise SchemaError(f"action {entry.action} has no param {pname!r}")
-                pb.action.action.params.add(param_id=pid[0], value=to_bytes(value))
+        if entry.group:
+            pb.action.action_profile_group_id = entry.group
+        elif entry.action:
+            pb.action.action.CopyFrom(self._action(entry.action, entry.params))
         return pb
 
     def decode(self, pb: p4r.TableEntry) -> TableEntry:
@@ -179,20 +264,17 @@ class PipelineSchema:
                 m = Optional(int.from_bytes(fm.optional.value, "big"))
             match.append((name, m))
         action_name = ""
-        params: list[tuple[str, int]] = []
-        if pb.action.WhichOneof("type") == "action":
-            action_name = self._action_names[pb.action.action.action_id]
-            a = self._actions[action_name]
-            params = [
-                (a.param_names[p.param_id], int.from_bytes(p.value, "big"))
-                for p in pb.action.action.params
-            ]
+        params: tuple[tuple[str, int], ...] = ()
+        action_kind = pb.action.WhichOneof("type")
+        if action_kind == "action":
+            action_name, params = self._decode_action(pb.action.action)
         return TableEntry(
             table_name,
             tuple(sorted(match)),
             action_name,
-            tuple(sorted(params)),
+            params,
             pb.priority,
             pb.is_default_action,
             pb.metadata,
+            pb.action.action_profile_group_id if action_kind == "action_profile_group_id" else 0,
         )

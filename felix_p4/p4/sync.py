@@ -10,12 +10,13 @@ import attrs
 from finsy.proto import p4r, rpc_code
 
 from felix_p4.p4.client import P4RuntimeClient, UpdateResult
-from felix_p4.p4.entries import EntryKey, TableEntry
+from felix_p4.p4.entries import Entity
 from felix_p4.p4.schema import PipelineSchema
 
 log = logging.getLogger(__name__)
 
 Owner = Hashable
+Key = tuple  # an entity's identity: (table or profile pseudo-table, ...)
 
 UpdateType: TypeAlias = p4r.Update.Type.ValueType
 INSERT: UpdateType = p4r.Update.INSERT
@@ -26,7 +27,7 @@ DELETE: UpdateType = p4r.Update.DELETE
 @attrs.frozen(slots=True)
 class Operation:
     type: UpdateType
-    entry: TableEntry
+    entry: Entity
 
     def __str__(self) -> str:
         return f"{p4r.Update.Type.Name(self.type)} {self.entry}"
@@ -61,31 +62,32 @@ class SyncEngine:
         self.batch_size = batch_size
         # Tables the data plane writes itself (learned flows): never diffed or deleted.
         self.unmanaged = frozenset(unmanaged)
-        self._rank = {name: i for i, name in enumerate(schema.table_names)}
-        self.installed: dict[EntryKey, TableEntry] = {}
-        self._claims: dict[EntryKey, dict[Owner, TableEntry]] = {}
-        self._owned: dict[Owner, frozenset[TableEntry]] = {}
-        self._dirty: set[EntryKey] = set()
-        self._failed_keys: dict[EntryKey, str] = {}
-        self._conflicted: set[EntryKey] = set()
+        # Dependency order: action profile members, then groups, then the tables using them.
+        self._rank = {name: i for i, name in enumerate(schema.entity_order())}
+        self.installed: dict[Key, Entity] = {}
+        self._claims: dict[Key, dict[Owner, Entity]] = {}
+        self._owned: dict[Owner, frozenset[Entity]] = {}
+        self._dirty: set[Key] = set()
+        self._failed_keys: dict[Key, str] = {}
+        self._conflicted: set[Key] = set()
         self.total_written = 0
 
     async def load_installed(self) -> None:
         """Read the device back; afterwards every installed key is compared at next apply."""
         self.installed.clear()
-        for pb in await self.client.read_table_entries():
-            entry = self.schema.decode(pb)
+        for pb in await self.client.read_entities():
+            entry = self.schema.decode_entity(pb)
             if entry.table not in self.unmanaged:
                 self.installed[entry.key] = entry
         self._dirty.update(self.installed)
         self._dirty.update(self._claims)
 
-    def set_owner(self, owner: Owner, entries: Iterable[TableEntry]) -> None:
+    def set_owner(self, owner: Owner, entries: Iterable[Entity]) -> None:
         new = frozenset(entries)
         old = self._owned.get(owner, frozenset())
         if new == old:
             return
-        touched: set[EntryKey] = set()
+        touched: set[Key] = set()
         for entry in old - new:
             claims = self._claims.get(entry.key)
             if claims is not None and claims.get(owner) == entry:
@@ -114,13 +116,13 @@ class SyncEngine:
     def owners(self) -> list[Owner]:
         return list(self._owned)
 
-    def desired(self, key: EntryKey) -> TableEntry | None:
+    def desired(self, key: Key) -> Entity | None:
         claims = self._claims.get(key)
         if not claims:
             return None
         return claims[min(claims, key=repr)]
 
-    def desired_entries(self) -> dict[EntryKey, TableEntry]:
+    def desired_entries(self) -> dict[Key, Entity]:
         return {key: self.desired(key) for key in self._claims}  # type: ignore[misc]
 
     def plan(self, tables: Collection[str] | None = None, deletes: bool = True) -> list[Operation]:
@@ -138,9 +140,9 @@ class SyncEngine:
                 continue
             if want is None:
                 assert have is not None
-                if not have.is_default:
+                if not getattr(have, "is_default", False):
                     removals.append(Operation(DELETE, have))
-            elif have is None and not want.is_default:
+            elif have is None and not getattr(want, "is_default", False):
                 writes.append(Operation(INSERT, want))
             else:
                 writes.append(Operation(MODIFY, want))
@@ -169,10 +171,7 @@ class SyncEngine:
         for start in range(0, len(ops), self.batch_size):
             batch = ops[start : start + self.batch_size]
             updates = [
-                p4r.Update(
-                    type=op.type, entity=p4r.Entity(table_entry=self.schema.encode(op.entry))
-                )
-                for op in batch
+                p4r.Update(type=op.type, entity=self.schema.encode_entity(op.entry)) for op in batch
             ]
             results = await self.client.write(updates)
             for op, result in zip(batch, results, strict=True):
@@ -208,7 +207,7 @@ class SyncEngine:
             for owner, entry in claims.items():
                 if entry != claims[winner]:
                     report.errors.setdefault(
-                        owner, f"conflicts with {winner} over {entry.table} {entry.match}"
+                        owner, f"conflicts with {winner} over {entry.key}"
                     )
 
 

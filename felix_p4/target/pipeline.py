@@ -1,8 +1,9 @@
 """Behavioural model of pipeline/felix_pna.p4: the same parser, tables and actions in Python.
 
 It reads table entries through the TableStore by the P4Info names the P4 program declares,
-so what the driver programs is what decides a packet here. Each stage mirrors a block of
-pipeline/*.p4; keep them in step (tests/unit/test_pipeline_model.py checks the names).
+so what the driver programs is what decides a packet here. Each method mirrors a control of
+pipeline/*.p4 (FelixPort, FelixSummary, FelixServices, FelixRewrite, FelixRouting,
+FelixPolicy, and the PNA wrapper's conntrack); keep them in step.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import struct
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +21,7 @@ from felix_p4.target.packet import ETH_ARP, ETH_IPV4, ETH_IPV6
 from felix_p4.target.tables import Lookup, TableStore
 
 IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, IP_PROTO_ICMPV6 = 1, 6, 17, 58
-PORT_PROTOS = (6, 17, 132, 136)  # TCP, UDP, SCTP, UDP-Lite
+IP_PROTO_SCTP, IP_PROTO_UDPLITE = 132, 136
 POLICY_STAGES = 7
 CT_PROFILE = {IP_PROTO_TCP: 1, IP_PROTO_UDP: 2}
 CT_PROFILE_OTHER = 3
@@ -37,6 +39,11 @@ TABLES = (
     "source_check_v6",
     "routes_v4",
     "routes_v6",
+    "services",
+    "service_backends",
+    "service_affinity",
+    "service_flows",
+    "service_replies",
     "ipset_src_v4",
     "ipset_dst_v4",
     "ipset_src_v6",
@@ -54,6 +61,13 @@ ACTIONS = (
     "allow_source",
     "to_workload",
     "to_host",
+    "no_route",
+    "to_service",
+    "service_reject",
+    "set_backend",
+    "affine",
+    "pinned",
+    "un_nat",
     "set_src_sets",
     "set_dst_sets",
     "add_src_sets",
@@ -89,13 +103,19 @@ class _Headers:
     arp: bytearray | None = None
     ipv4: bytearray | None = None
     ipv6: bytearray | None = None
-    l4_ports: bytearray | None = None
+    tcp: bytearray | None = None
+    udp: bytearray | None = None
+    sctp: bytearray | None = None
     icmp: bytearray | None = None
     payload: bytes = b""
 
     def emit(self) -> bytes:
-        parts = (self.eth, self.arp, self.ipv4, self.ipv6, self.l4_ports, self.icmp)
+        parts = (self.eth, self.arp, self.ipv4, self.ipv6, self.tcp, self.udp, self.sctp, self.icmp)
         return b"".join(bytes(p) for p in parts if p is not None) + self.payload
+
+    @property
+    def l4(self) -> bytearray | None:
+        return self.tcp or self.udp or self.sctp
 
 
 class ParserError(Exception):
@@ -103,7 +123,8 @@ class ParserError(Exception):
 
 
 def parse(raw: bytes) -> _Headers:
-    """pipeline/parser.p4: Ethernet; ARP, IPv4 (fixed header) or IPv6; then ports or ICMP."""
+    """pipeline/parser.p4: Ethernet; ARP, IPv4 (fixed header) or IPv6; then TCP, UDP
+    (and UDP-Lite), SCTP or ICMP/ICMPv6 for unfragmented packets without IPv4 options."""
     if len(raw) < 14:
         raise ParserError("packet shorter than an Ethernet header")
     hdr = _Headers(bytearray(raw[:14]))
@@ -130,8 +151,12 @@ def parse(raw: bytes) -> _Headers:
     elif ether_type == ETH_IPV6:
         hdr.ipv6 = take(40, "IPv6")
         l4_proto = hdr.ipv6[6]
-    if l4_proto in PORT_PROTOS:
-        hdr.l4_ports = take(4, "L4 ports")
+    if l4_proto == IP_PROTO_TCP:
+        hdr.tcp = take(20, "TCP")
+    elif l4_proto in (IP_PROTO_UDP, IP_PROTO_UDPLITE):
+        hdr.udp = take(8, "UDP")
+    elif l4_proto == IP_PROTO_SCTP:
+        hdr.sctp = take(12, "SCTP")
     elif (l4_proto == IP_PROTO_ICMP and hdr.ipv4 is not None) or (
         l4_proto == IP_PROTO_ICMPV6 and hdr.ipv6 is not None
     ):
@@ -142,7 +167,7 @@ def parse(raw: bytes) -> _Headers:
 
 @attrs.define
 class _Meta:
-    """metadata_t fields the policy stages use."""
+    """metadata_t fields of the stages after the port stage."""
 
     ip_version: int = 0
     l4_proto: int = 0
@@ -158,20 +183,86 @@ class _Meta:
     ingress_program: int = 0
 
 
+# --- FelixRewrite (nat.p4): incremental checksum updates -----------------------------------
+
+
+def _words(value: int, nbytes: int) -> list[int]:
+    raw = value.to_bytes(nbytes, "big")
+    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, nbytes, 2)]
+
+
+def _apply_delta(checksum: int, old: list[int], new: list[int]) -> int:
+    total = (~checksum & 0xFFFF) + sum(~w & 0xFFFF for w in old) + sum(new)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def rewrite(hdr: _Headers, source: bool, addr: int, port: int) -> None:
+    """Set the source or destination address and port, updating every checksum over them."""
+    if hdr.ipv4 is not None:
+        at = 12 if source else 16
+        old_addr = _words(int.from_bytes(hdr.ipv4[at : at + 4], "big"), 4)
+        new_addr = _words(addr & 0xFFFFFFFF, 4)
+        (check,) = struct.unpack_from("!H", hdr.ipv4, 10)
+        struct.pack_into("!H", hdr.ipv4, 10, _apply_delta(check, old_addr, new_addr))
+        hdr.ipv4[at : at + 4] = (addr & 0xFFFFFFFF).to_bytes(4, "big")
+    else:
+        assert hdr.ipv6 is not None
+        at = 8 if source else 24
+        old_addr = _words(int.from_bytes(hdr.ipv6[at : at + 16], "big"), 16)
+        new_addr = _words(addr, 16)
+        hdr.ipv6[at : at + 16] = addr.to_bytes(16, "big")
+    l4 = hdr.l4
+    if l4 is None:
+        return
+    port_at = 0 if source else 2
+    (old_port,) = struct.unpack_from("!H", l4, port_at)
+    struct.pack_into("!H", l4, port_at, port)
+    if hdr.tcp is not None:
+        (check,) = struct.unpack_from("!H", hdr.tcp, 16)
+        struct.pack_into(
+            "!H", hdr.tcp, 16, _apply_delta(check, [*old_addr, old_port], [*new_addr, port])
+        )
+    elif hdr.udp is not None:
+        (check,) = struct.unpack_from("!H", hdr.udp, 6)
+        if check != 0 or hdr.ipv6 is not None:
+            updated = _apply_delta(check, [*old_addr, old_port], [*new_addr, port])
+            struct.pack_into("!H", hdr.udp, 6, updated or 0xFFFF)
+
+
+def selector_hash(meta: _Meta) -> int:
+    """The action selector's hash over the flow (src, dst, protocol, ports), 16 bits."""
+    data = struct.pack(
+        "!16s16sBHH",
+        meta.src_addr.to_bytes(16, "big"),
+        meta.dst_addr.to_bytes(16, "big"),
+        meta.l4_proto,
+        meta.src_port,
+        meta.dst_port,
+    )
+    return zlib.crc32(data) & 0xFFFF
+
+
 class FelixPipeline:
     """Processes one packet at a time against the entries in `tables`.
 
-    Learned flows (conntrack) live in the store like any entry; their expiry deadlines live
-    here, so one pipeline object must serve every packet of a target.
+    Learned entries (conntrack, service pins, affinity, reverse NAT) live in the store like
+    any entry; their expiry deadlines live here, so one pipeline object must serve every
+    packet of a target.
     """
 
     def __init__(self, tables: TableStore, clock: Callable[[], float] = time.monotonic) -> None:
         self.tables = tables
         self.clock = clock
-        self._ct_deadline: dict[tuple[int, ...], tuple[float, int]] = {}
+        self._deadline: dict[tuple[str, tuple[int, ...]], tuple[float, float]] = {}
 
-    def _apply(self, trace: list[dict[str, Any]], table: str, key: dict[str, int]) -> Lookup:
-        result = self.tables.lookup(table, key)
+    def _apply(
+        self, trace: list[dict[str, Any]], table: str, key: dict[str, int], selector: int = 0
+    ) -> Lookup:
+        result = (
+            self.tables.lookup(table, key, selector) if selector else self.tables.lookup(table, key)
+        )
         step: dict[str, Any] = {
             "table": table,
             "hit": result.hit,
@@ -181,8 +272,38 @@ class FelixPipeline:
         }
         if result.metadata:
             step["rule"] = _rule_origin(result.metadata)
+        if getattr(result, "member_id", 0):
+            step["member"] = result.member_id
         trace.append(step)
         return result
+
+    def _learned(self, trace: list[dict[str, Any]], table: str, key: dict[str, int]) -> Lookup:
+        """Lookup in a learned table, ageing out an entry idle past its timeout first."""
+        ident = (table, tuple(key.values()))
+        deadline = self._deadline.get(ident)
+        if deadline is not None and self.clock() >= deadline[0]:
+            self.tables.dataplane_delete(table, key)
+            del self._deadline[ident]
+        result = self._apply(trace, table, key)
+        if result.hit and ident in self._deadline:
+            self._deadline[ident] = (
+                self.clock() + self._deadline[ident][1],
+                self._deadline[ident][1],
+            )
+        return result
+
+    def _learn(
+        self,
+        trace: list[dict[str, Any]],
+        table: str,
+        key: dict[str, int],
+        action: str,
+        params: dict[str, int],
+        seconds: float,
+    ) -> None:
+        self.tables.dataplane_insert(table, key, action, params)
+        self._deadline[(table, tuple(key.values()))] = (self.clock() + seconds, seconds)
+        trace[-1]["learned"] = True
 
     def process(self, in_port: int, raw: bytes, commit: bool = True) -> Result:
         trace: list[dict[str, Any]] = []
@@ -192,13 +313,13 @@ class FelixPipeline:
             return Result("drop", None, f"parser: {exc}", raw, trace)
         meta = _Meta()
 
+        # FelixPort
         classify = self._apply(trace, "port_classify", {"port": in_port})
         if classify.action not in ("workload_port", "host_port"):
             return Result("drop", None, f"port {in_port} is not a known port", raw, trace)
         workload = classify.action == "workload_port"
         gateway_mac = classify.params.get("gateway_mac", 0)
         meta.egress_program = classify.params.get("egress_program", 0)
-
         if hdr.arp is not None:
             htype, ptype, _, _, oper = struct.unpack_from("!HHBBH", hdr.arp)
             if workload and htype == 1 and ptype == ETH_IPV4 and oper == 1:
@@ -216,15 +337,11 @@ class FelixPipeline:
                     "forward", in_port, "ARP request answered for the gateway", hdr.emit(), trace
                 )
             return Result("drop", None, "ARP that is not a workload's request", raw, trace)
-
-        if hdr.ipv4 is not None:
-            version, src, dst, ip = 4, hdr.ipv4[12:16], hdr.ipv4[16:20], hdr.ipv4
-        elif hdr.ipv6 is not None:
-            version, src, dst, ip = 6, hdr.ipv6[8:24], hdr.ipv6[24:40], hdr.ipv6
-        else:
+        if hdr.ipv4 is None and hdr.ipv6 is None:
             return Result("drop", None, "neither ARP nor IP", raw, trace)
-
+        version = 4 if hdr.ipv4 is not None else 6
         if workload:
+            src = hdr.ipv4[12:16] if hdr.ipv4 is not None else hdr.ipv6[8:24]  # type: ignore[index]
             check = self._apply(
                 trace,
                 f"source_check_v{version}",
@@ -235,7 +352,27 @@ class FelixPipeline:
                     "drop", None, "source address not allowed on this port (spoofed)", raw, trace
                 )
 
-        route = self._apply(trace, f"routes_v{version}", {"dst": int.from_bytes(dst, "big")})
+        # FelixSummary, FelixServices and the rewrites
+        _summarize(hdr, meta)
+        service = self._services(hdr, meta, trace, commit)
+        if service.reject:
+            return Result("drop", None, f"service has no endpoints ({service.reject})", raw, trace)
+        received_src = (meta.src_addr, meta.src_port)
+        client_port = meta.src_port
+        if service.is_service:
+            rewrite(hdr, False, service.nat_addr, service.nat_port)
+        elif service.reply:
+            rewrite(hdr, True, service.nat_addr, service.nat_port)
+            rewrite(hdr, False, service.client_addr, service.client_port)
+        _summarize(hdr, meta)
+        ct_view = ((meta.src_addr, meta.src_port), (meta.dst_addr, meta.dst_port))
+        if service.reply:
+            ct_view = (received_src, ct_view[1])
+
+        # FelixRouting
+        ip = hdr.ipv4 if hdr.ipv4 is not None else hdr.ipv6
+        assert ip is not None
+        route = self._apply(trace, f"routes_v{version}", {"dst": meta.dst_addr})
         if route.action == "to_workload":
             ttl_at = 8 if version == 4 else 7
             if ip[ttl_at] <= 1:
@@ -256,32 +393,135 @@ class FelixPipeline:
             verdict, egress_port, reason = "host", route.params["port"], "handed to the host"
         else:
             return Result("drop", None, f"no route in routes_v{version}", raw, trace)
+        if service.is_service:
+            reason += (
+                f" (service backend {_addr_text(service.nat_addr, version)}:{service.nat_port})"
+            )
 
-        denial = self._policy(hdr, meta, version, trace, commit)
+        # FelixPolicy and conntrack
+        denial = self._policy(hdr, meta, version, ct_view, trace, commit)
         if denial:
             return Result("drop", None, denial, raw, trace)
+        if service.is_service and service.hairpin:
+            rewrite(hdr, True, service.hairpin_addr, client_port)
         return Result(verdict, egress_port, reason, hdr.emit(), trace)
 
+    def _services(
+        self, hdr: _Headers, meta: _Meta, trace: list[dict[str, Any]], commit: bool
+    ) -> _ServiceState:
+        """pipeline/services.p4: front end, backend choice, affinity, pinning, reverse NAT."""
+        state = _ServiceState()
+        front = self._apply(
+            trace,
+            "services",
+            {
+                "ip_version": meta.ip_version,
+                "addr": meta.dst_addr,
+                "proto": meta.l4_proto,
+                "port": meta.dst_port,
+            },
+        )
+        if front.action == "service_reject":
+            state.reject = trace[-1].get("rule", "no ready endpoints")
+            return state
+        timeout = CT_TIMEOUT[CT_PROFILE.get(meta.l4_proto, CT_PROFILE_OTHER)]
+        if front.action == "to_service":
+            state.is_service = True
+            params = front.params
+            chosen = self._apply(
+                trace, "service_backends", {"group": params["group"]}, selector_hash(meta)
+            )
+            state.nat_addr = chosen.params.get("addr", 0)
+            state.nat_port = chosen.params.get("port", 0)
+            if params["affinity_seconds"]:
+                key = {
+                    "ip_version": meta.ip_version,
+                    "client": meta.src_addr,
+                    "service": params["service_id"],
+                }
+                affinity = self._learned(trace, "service_affinity", key)
+                if affinity.hit:
+                    state.nat_addr, state.nat_port = (
+                        affinity.params["addr"],
+                        affinity.params["port"],
+                    )
+                elif commit:
+                    backend = {"addr": state.nat_addr, "port": state.nat_port}
+                    self._learn(
+                        trace,
+                        "service_affinity",
+                        key,
+                        "affine",
+                        backend,
+                        float(params["affinity_seconds"]),
+                    )
+            flow_key = {
+                "ip_version": meta.ip_version,
+                "proto": meta.l4_proto,
+                "src_addr": meta.src_addr,
+                "src_port": meta.src_port,
+                "dst_addr": meta.dst_addr,
+                "dst_port": meta.dst_port,
+            }
+            pin = self._learned(trace, "service_flows", flow_key)
+            if pin.hit:
+                state.nat_addr, state.nat_port = pin.params["addr"], pin.params["port"]
+            elif commit:
+                backend = {"addr": state.nat_addr, "port": state.nat_port}
+                self._learn(trace, "service_flows", flow_key, "pinned", backend, timeout)
+            reply_dst = meta.src_addr
+            if state.nat_addr == meta.src_addr:
+                state.hairpin = True
+                state.hairpin_addr = params["hairpin_addr"]
+                reply_dst = state.hairpin_addr
+            reverse_key = {
+                "ip_version": meta.ip_version,
+                "proto": meta.l4_proto,
+                "src_addr": state.nat_addr,
+                "src_port": state.nat_port,
+                "dst_addr": reply_dst,
+                "dst_port": meta.src_port,
+            }
+            reverse = self._learned(trace, "service_replies", reverse_key)
+            if not reverse.hit and commit:
+                translation = {
+                    "service_addr": meta.dst_addr,
+                    "service_port": meta.dst_port,
+                    "client_addr": meta.src_addr,
+                    "client_port": meta.src_port,
+                }
+                self._learn(trace, "service_replies", reverse_key, "un_nat", translation, timeout)
+            return state
+        reverse = self._learned(
+            trace,
+            "service_replies",
+            {
+                "ip_version": meta.ip_version,
+                "proto": meta.l4_proto,
+                "src_addr": meta.src_addr,
+                "src_port": meta.src_port,
+                "dst_addr": meta.dst_addr,
+                "dst_port": meta.dst_port,
+            },
+        )
+        if reverse.hit:
+            state.reply = True
+            state.nat_addr = reverse.params["service_addr"]
+            state.nat_port = reverse.params["service_port"]
+            state.client_addr = reverse.params["client_addr"]
+            state.client_port = reverse.params["client_port"]
+        return state
+
     def _policy(
-        self, hdr: _Headers, meta: _Meta, version: int, trace: list[dict[str, Any]], commit: bool
+        self,
+        hdr: _Headers,
+        meta: _Meta,
+        version: int,
+        ct_view: tuple[tuple[int, int], tuple[int, int]],
+        trace: list[dict[str, Any]],
+        commit: bool,
     ) -> str:
         """pipeline/policy.p4 and the PNA wrapper's conntrack; returns why a packet is denied."""
-        ip = hdr.ipv4 if version == 4 else hdr.ipv6
-        assert ip is not None
-        meta.ip_version = version
-        if version == 4:
-            meta.l4_proto = ip[9]
-            meta.src_addr = int.from_bytes(ip[12:16], "big")
-            meta.dst_addr = int.from_bytes(ip[16:20], "big")
-        else:
-            meta.l4_proto = ip[6]
-            meta.src_addr = int.from_bytes(ip[8:24], "big")
-            meta.dst_addr = int.from_bytes(ip[24:40], "big")
-        if hdr.l4_ports is not None:
-            meta.src_port, meta.dst_port = struct.unpack("!HH", hdr.l4_ports)
-        if hdr.icmp is not None:
-            meta.icmp_type, meta.icmp_code = hdr.icmp[0], hdr.icmp[1]
-
         family = "v4" if version == 4 else "v6"
         src = self._apply(trace, f"ipset_src_{family}", {"addr": meta.src_addr})
         meta.src_sets = src.params.get("sets", 0)
@@ -307,9 +547,8 @@ class FelixPipeline:
             verdict = self._run_program(direction, program, meta, trace)
             if verdict != "allow" and not denied:
                 denied = f"{direction} policy: {verdict}"
-        allowed = not denied
 
-        lo, hi = sorted(((meta.src_addr, meta.src_port), (meta.dst_addr, meta.dst_port)))
+        lo, hi = sorted(ct_view)
         ct_key = {
             "ip_version": version,
             "proto": meta.l4_proto,
@@ -318,25 +557,14 @@ class FelixPipeline:
             "addr_hi": hi[0],
             "port_hi": hi[1],
         }
-        ct_id = tuple(ct_key.values())
-        deadline = self._ct_deadline.get(ct_id)
-        if deadline is not None and self.clock() >= deadline[0]:
-            # Idle timeout with auto-delete: the flow's entry ages out.
-            self.tables.dataplane_delete("conntrack", ct_key)
-            del self._ct_deadline[ct_id]
-        ct = self._apply(trace, "conntrack", ct_key)
+        ct = self._learned(trace, "conntrack", ct_key)
         if ct.hit:
-            profile = self._ct_deadline[ct_id][1] if ct_id in self._ct_deadline else 0
-            if profile:
-                self._ct_deadline[ct_id] = (self.clock() + CT_TIMEOUT[profile], profile)
             return ""
-        if not allowed:
+        if denied:
             return denied
         if commit:
             profile = CT_PROFILE.get(meta.l4_proto, CT_PROFILE_OTHER)
-            self.tables.dataplane_insert("conntrack", ct_key, "ct_established", {})
-            self._ct_deadline[ct_id] = (self.clock() + CT_TIMEOUT[profile], profile)
-            trace[-1]["learned"] = True
+            self._learn(trace, "conntrack", ct_key, "ct_established", {}, CT_TIMEOUT[profile])
         return ""
 
     def _run_program(
@@ -377,6 +605,43 @@ class FelixPipeline:
         arp[14:18] = tpa
 
 
+@attrs.define
+class _ServiceState:
+    is_service: bool = False
+    reject: str = ""
+    reply: bool = False
+    hairpin: bool = False
+    hairpin_addr: int = 0
+    nat_addr: int = 0
+    nat_port: int = 0
+    client_addr: int = 0
+    client_port: int = 0
+
+
+def _summarize(hdr: _Headers, meta: _Meta) -> None:
+    """FelixSummary: the L3/L4 fields later stages match on (IPv4 zero-extended)."""
+    if hdr.ipv4 is not None:
+        meta.ip_version = 4
+        meta.l4_proto = hdr.ipv4[9]
+        meta.src_addr = int.from_bytes(hdr.ipv4[12:16], "big")
+        meta.dst_addr = int.from_bytes(hdr.ipv4[16:20], "big")
+    else:
+        assert hdr.ipv6 is not None
+        meta.ip_version = 6
+        meta.l4_proto = hdr.ipv6[6]
+        meta.src_addr = int.from_bytes(hdr.ipv6[8:24], "big")
+        meta.dst_addr = int.from_bytes(hdr.ipv6[24:40], "big")
+    l4 = hdr.l4
+    meta.src_port, meta.dst_port = struct.unpack_from("!HH", l4) if l4 is not None else (0, 0)
+    meta.icmp_type, meta.icmp_code = (hdr.icmp[0], hdr.icmp[1]) if hdr.icmp is not None else (0, 0)
+
+
+def _addr_text(addr: int, version: int) -> str:
+    import ipaddress
+
+    return str(ipaddress.IPv4Address(addr) if version == 4 else ipaddress.IPv6Address(addr))
+
+
 def _rule_origin(metadata: bytes) -> str:
     """The Calico origin (tier, policy, rule) felix-p4 stores in an entry's metadata."""
     text = metadata.decode(errors="replace")
@@ -384,7 +649,13 @@ def _rule_origin(metadata: bytes) -> str:
         info = json.loads(text)
     except ValueError:
         return text
-    return str(info.get("where", text)) if isinstance(info, dict) else text
+    if not isinstance(info, dict):
+        return text
+    if "where" in info:
+        return str(info["where"])
+    if "service" in info:
+        return f"service {info['service']} port {info.get('port', '')}".strip()
+    return text
 
 
 def _decrement_ttl_v4(ip: bytearray) -> None:

@@ -125,7 +125,7 @@ async def start_target(
 def initial_defaults(p4info: Any) -> dict[str, tuple[str, dict[str, int]]]:
     """Default actions pipeline/forwarding.p4 declares that the P4Info cannot carry."""
     names = {t.preamble.name for t in p4info.tables}
-    return {t: ("drop", {}) for t in ("routes_v4", "routes_v6") if t in names}
+    return {t: ("no_route", {}) for t in ("routes_v4", "routes_v6") if t in names}
 
 
 class TargetClient:

@@ -83,11 +83,9 @@ def test_pod_to_pod_is_routed_with_rewritten_macs_and_valid_checksum(pipeline):
     del recomputed[IP].chksum
     assert Ether(bytes(recomputed))[IP].chksum == out[IP].chksum
     assert out[TCP].dport == 80
-    assert [s["table"] for s in result.trace][:3] == [
-        "port_classify",
-        "source_check_v4",
-        "routes_v4",
-    ]
+    forwarding = {"port_classify", "source_check_v4", "routes_v4"}
+    hit = [s["table"] for s in result.trace if s["table"] in forwarding]
+    assert hit == ["port_classify", "source_check_v4", "routes_v4"]
 
 
 def test_ipv6_pod_to_pod_decrements_hop_limit(pipeline):

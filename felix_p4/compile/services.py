@@ -1,0 +1,220 @@
+"""Services: front-end entries, action-selector members (backends) and groups (a service
+port's backends) for each Service, as kube-proxy would program it.
+
+Scale-up and scale-down change a group's member list and add or remove only the changed
+members; a member (address, port) is shared by every group that uses it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from felix_p4.model.policy import IPAddress
+from felix_p4.model.services import EndpointSlice, Service, ServiceKey, ServicePort, backends
+from felix_p4.p4.entries import (
+    ActionProfileGroup,
+    ActionProfileMember,
+    Entity,
+    Exact,
+    TableEntry,
+)
+
+SERVICES = "services"
+BACKENDS = "service_backends"
+SELECTOR = "service_selector"
+NO_HAIRPIN = {4: ipaddress.ip_address("169.254.1.1"), 6: ipaddress.ip_address("fe80::1")}
+
+
+@attrs.frozen(slots=True)
+class NodeContext:
+    """What service compilation needs about this node."""
+
+    name: str
+    addresses: tuple[IPAddress, ...]  # where NodePorts listen
+    hairpin: dict[int, IPAddress]  # per family: the source a pod sees when it reached itself
+
+
+class _Ids:
+    """Small integer ids for hashable identities, reusable after release, recoverable."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[object, int] = {}
+        self._next = 1
+        self._free: list[int] = []
+
+    def get(self, key: object) -> int:
+        found = self.by_key.get(key)
+        if found is not None:
+            return found
+        value = self._free.pop() if self._free else self._next
+        if value == self._next:
+            self._next += 1
+        self.by_key[key] = value
+        return value
+
+    def adopt(self, key: object, value: int) -> None:
+        if key in self.by_key or value in self.by_key.values():
+            return
+        self.by_key[key] = value
+        self._next = max(self._next, value + 1)
+
+    def release_unused(self, used: set[object]) -> None:
+        for key in [k for k in self.by_key if k not in used]:
+            self._free.append(self.by_key.pop(key))
+
+
+def _scope_key(service: ServiceKey, port: ServicePort, family: int, scope: str) -> str:
+    return f"{service}|{port.name}|{port.protocol}|{port.port}|{family}|{scope}"
+
+
+class ServiceCompiler:
+    def __init__(self) -> None:
+        self.groups = _Ids()
+        self.members = _Ids()
+        self.services = _Ids()
+        self._used: dict[ServiceKey, set[tuple[str, object]]] = {}
+
+    def recover(self, installed: Iterable[Entity]) -> None:
+        """Adopt member, group and service ids from what the device holds."""
+        for entity in installed:
+            if isinstance(entity, ActionProfileMember) and entity.profile == SELECTOR:
+                params = dict(entity.params)
+                self.members.adopt((params.get("addr"), params.get("port")), entity.member_id)
+            elif isinstance(entity, TableEntry) and entity.table == SERVICES and entity.metadata:
+                try:
+                    info = json.loads(entity.metadata)
+                except ValueError:
+                    continue
+                if "group_key" in info:
+                    self.groups.adopt(info["group_key"], int(info["group"]))
+                if "service" in info:
+                    self.services.adopt(info["service"], int(info["service_id"]))
+
+    def compile(
+        self, service: Service, slices: Sequence[EndpointSlice], node: NodeContext
+    ) -> list[Entity]:
+        """Every entity one Service needs; releases ids it no longer uses."""
+        used: set[tuple[str, object]] = set()
+        entities: dict[object, Entity] = {}
+        service_id = self.services.get(str(service.key))
+        used.add(("service", str(service.key)))
+        if service.type == "ExternalName":
+            return []
+        for port in service.ports:
+            for family in (4, 6):
+                internal = self._group(
+                    service, port, slices, family, node, service.internal_local, used, entities
+                )
+                external = self._group(
+                    service, port, slices, family, node, service.external_local, used, entities
+                )
+                fronts: list[tuple[IPAddress, int, tuple[str, int] | None]] = [
+                    (ip, port.port, internal) for ip in service.cluster_ips
+                ]
+                fronts += [
+                    (ip, port.port, external)
+                    for ip in (*service.external_ips, *service.load_balancer_ips)
+                ]
+                if service.type in ("NodePort", "LoadBalancer") and port.node_port:
+                    fronts += [(ip, port.node_port, external) for ip in node.addresses]
+                for addr, front_port, group in fronts:
+                    if addr.version != family:
+                        continue
+                    entry = self._front(service, port, addr, front_port, group, service_id, node)
+                    entities[entry.key] = entry
+        self._used[service.key] = used
+        return list(entities.values())
+
+    def _group(
+        self,
+        service: Service,
+        port: ServicePort,
+        slices: Sequence[EndpointSlice],
+        family: int,
+        node: NodeContext,
+        local: bool,
+        used: set[tuple[str, object]],
+        entities: dict[object, Entity],
+    ) -> tuple[str, int] | None:
+        """(group key, group id) of the backends for this port, or None when there are none."""
+        chosen = backends(service, port, slices, family, node.name if local else None)
+        if not chosen:
+            return None
+        scope = "local" if local else "cluster"
+        group_key = _scope_key(service.key, port, family, scope)
+        group_id = self.groups.get(group_key)
+        used.add(("group", group_key))
+        members = []
+        for addr, target in chosen:
+            member_key = (int(addr), target)
+            member_id = self.members.get(member_key)
+            used.add(("member", member_key))
+            member = ActionProfileMember(
+                SELECTOR, member_id, "set_backend", (("addr", int(addr)), ("port", target))
+            )
+            entities[member.key] = member
+            members.append((member_id, 1))
+        group = ActionProfileGroup(SELECTOR, group_id, tuple(sorted(members)))
+        entities[group.key] = group
+        binding = TableEntry.to_group(BACKENDS, {"group": Exact(group_id)}, group_id)
+        entities[binding.key] = binding
+        return group_key, group_id
+
+    def _front(
+        self,
+        service: Service,
+        port: ServicePort,
+        addr: IPAddress,
+        front_port: int,
+        group: tuple[str, int] | None,
+        service_id: int,
+        node: NodeContext,
+    ) -> TableEntry:
+        match = {
+            "ip_version": Exact(addr.version),
+            "addr": Exact(int(addr)),
+            "proto": Exact(port.protocol),
+            "port": Exact(front_port),
+        }
+        info: dict[str, object] = {
+            "service": str(service.key),
+            "service_id": service_id,
+            "port": port.name or str(port.port),
+        }
+        if group is None:
+            info["reject"] = "no ready endpoints"
+            return TableEntry.make(
+                SERVICES,
+                match,
+                "service_reject",
+                metadata=json.dumps(info, sort_keys=True).encode(),
+            )
+        group_key, group_id = group
+        info.update(group=group_id, group_key=group_key)
+        hairpin = node.hairpin.get(addr.version, NO_HAIRPIN[addr.version])
+        return TableEntry.make(
+            SERVICES,
+            match,
+            "to_service",
+            {
+                "group": group_id,
+                "service_id": service_id,
+                "affinity_seconds": service.affinity_seconds,
+                "hairpin_addr": int(hairpin),
+            },
+            metadata=json.dumps(info, sort_keys=True).encode(),
+        )
+
+    def forget(self, key: ServiceKey) -> None:
+        self._used.pop(key, None)
+
+    def release_unused(self) -> None:
+        """Free ids no compiled service uses (call after their entities were removed)."""
+        used = set().union(*self._used.values()) if self._used else set()
+        self.groups.release_unused({k for kind, k in used if kind == "group"})
+        self.members.release_unused({k for kind, k in used if kind == "member"})
+        self.services.release_unused({k for kind, k in used if kind == "service"})
