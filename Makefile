@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/felix-p4 sim examples/three-pods.yaml
 	$(BIN)/felix-p4 sim examples/default-deny.yaml
+	$(BIN)/felix-p4 sim examples/services.yaml
 
 test: $(STAMP) lint typecheck pytest
 

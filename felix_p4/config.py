@@ -35,6 +35,19 @@ DEFAULTS: dict[str, Any] = {
         "host": "host",
     },
     "forwarding": {"gateway_mac": "ee:ee:ee:ee:ee:ee"},
+    "services": {
+        # none: no services; file: `files`; kubernetes: watch the API server; auto:
+        # kubernetes when running in a pod, else none.
+        "source": "auto",
+        "files": [],
+        "poll_seconds": 2.0,
+        "kubeconfig": "",
+        # How long the first apply waits for the source's first complete list.
+        "sync_timeout_seconds": 10,
+        # Source address a pod sees when it reached itself through a service.
+        "hairpin_v4": "169.254.1.1",
+        "hairpin_v6": "fd00:a9fe:101::1",
+    },
     "felix": {"max_frame_bytes": 64 * 1024 * 1024, "coalesce_ms": 5},
     "metrics": {"address": ""},
     "record": "",
@@ -50,7 +63,7 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any], path: str = "") ->
     for key, value in override.items():
         if key not in base:
             raise ConfigError(f"unknown setting {path}{key}")
-        if isinstance(base[key], dict) and key != "map":
+        if isinstance(base[key], dict) and key not in ("map",):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"setting {path}{key} must be a mapping")
             _merge(base[key], value, f"{path}{key}.")

@@ -31,8 +31,10 @@ from felix_p4.compile.policy import (
     Program,
     program_spec,
 )
+from felix_p4.compile.services import NodeContext, ServiceCompiler
 from felix_p4.felix.status import DOWN, ERROR, UP
 from felix_p4.model.endpoints import WorkloadEndpoint, WorkloadEndpointKey
+from felix_p4.model.policy import IPAddress
 from felix_p4.model.state import DataplaneState
 from felix_p4.p4.entries import TableEntry
 from felix_p4.p4.sync import ApplyReport, SyncEngine
@@ -62,20 +64,29 @@ class Dataplane:
         ports: PortResolver,
         gateway_mac: int,
         host_port_name: str | int,
+        hairpin: dict[int, IPAddress] | None = None,
+        services_enabled: bool = False,
     ) -> None:
         self.sync = sync
         self.ports = ports
         self.gateway_mac = gateway_mac
         self.host_port_name = host_port_name
+        self.hairpin = hairpin or {}
+        self.services_enabled = services_enabled
         self.policy = PolicyCompiler(sync.schema)
-        self.policy_tables = frozenset(sync.schema.table_names) - FORWARDING_TABLES
+        self.services = ServiceCompiler()
+        # Phase A writes everything the forwarding entries may point at.
+        self.policy_tables = frozenset(sync.schema.entity_order()) - FORWARDING_TABLES
         # The programs each endpoint's installed forwarding entries point at.
         self._installed: dict[tuple[WorkloadEndpointKey, str], Program] = {}
         self._recovered = False
+        self._services_started = False
 
     def recover(self) -> None:
         """Adopt allocations from what the device holds (call after sync.load_installed)."""
-        self.policy.recover(e for e in self.sync.installed.values() if isinstance(e, TableEntry))
+        installed = list(self.sync.installed.values())
+        self.policy.recover(e for e in installed if isinstance(e, TableEntry))
+        self.services.recover(installed)
 
     async def _host_port(self) -> int | None:
         if isinstance(self.host_port_name, int):
@@ -114,6 +125,7 @@ class Dataplane:
         if state.changes.node:
             settings = ForwardingSettings(self.gateway_mac, await self._host_port())
             sync.set_owner(NODE_OWNER, node_entries(settings))
+        self._compile_services(state)
         state.changes.clear()
 
         # Phase A: programs the endpoints now need, and their classification entries.
@@ -198,6 +210,7 @@ class Dataplane:
         self._set_classification()
         report = await sync.apply()
         self._count(report, out)
+        self.services.release_unused()
         for owner in report.errors:
             if isinstance(owner, WorkloadEndpointKey) and owner in state.endpoints:
                 out.statuses[owner] = ERROR
@@ -208,6 +221,32 @@ class Dataplane:
             self._count(await sync.apply(), out)
         out.retry = out.failed > 0 or any(s != UP for s in out.statuses.values())
         return out
+
+    def _compile_services(self, state: DataplaneState) -> None:
+        """Services whose object, slices or node context changed (all of them when the node's
+        addresses did). Nothing until the Kubernetes source has listed everything once."""
+        if not self.services_enabled or not state.services_synced:
+            return
+        keys = set(state.changes.services)
+        if state.changes.node or not self._services_started:
+            self._services_started = True
+            keys |= set(state.kube_services) | set(state.felix_services) | set(state.slices_of)
+        host = state.hosts.get(state.config.hostname)
+        node = NodeContext(
+            state.config.hostname,
+            tuple(a for a in (host.ipv4, host.ipv6) if a is not None) if host else (),
+            self.hairpin,
+        )
+        for key in keys:
+            service = state.service(key)
+            owner = ("service", key)
+            if service is None:
+                self.sync.remove_owner(owner)
+                self.services.forget(key)
+                continue
+            self.sync.set_owner(
+                owner, self.services.compile(service, state.service_slices(key), node)
+            )
 
     def _count(self, report: ApplyReport, out: ApplyOutcome) -> None:
         out.written += report.written

@@ -18,6 +18,7 @@ from google.protobuf import json_format
 
 from calico_proto import felixbackend_pb2 as fb
 from felix_p4.felix.spawn import spawn_driver
+from felix_p4.k8s.source import objects_from_documents
 from felix_p4.model.endpoints import WorkloadEndpointKey
 from felix_p4.model.values import format_mac
 from felix_p4.target.service import TargetClient, start_target
@@ -137,10 +138,6 @@ def format_result(name: str, result: dict[str, Any], failures: list[str] | None 
 
 async def run_scenario(scenario: dict[str, Any], as_json: bool, out: Any = sys.stdout) -> int:
     messages = [to_dataplane(item, i) for i, item in enumerate(scenario.get("felix") or [])]
-    if scenario.get("kubernetes"):
-        log.warning(
-            "the scenario's kubernetes objects are not used: services are not in pipeline v0"
-        )
     server, port, _ = await start_target("127.0.0.1:0")
     address = f"127.0.0.1:{port}"
     settings: dict[str, Any] = {
@@ -153,8 +150,19 @@ async def run_scenario(scenario: dict[str, Any], as_json: bool, out: Any = sys.s
             settings.setdefault(section, {}).update(values)
         else:
             settings[section] = values
+    temporary = []
+    if scenario.get("kubernetes"):
+        # The scenario's Services and EndpointSlices reach the driver as its file source.
+        objects = objects_from_documents(scenario["kubernetes"])
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as kube:
+            yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": objects}, kube)
+        temporary.append(kube.name)
+        settings.setdefault("services", {}).update(source="file", files=[kube.name])
+    else:
+        settings.setdefault("services", {}).setdefault("source", "none")
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as cfg:
         yaml.safe_dump(settings, cfg)
+    temporary.append(cfg.name)
     env = dict(os.environ, FELIX_P4_CONFIG=cfg.name)
     driver = spawn_driver(env=env)
     try:
@@ -165,7 +173,8 @@ async def run_scenario(scenario: dict[str, Any], as_json: bool, out: Any = sys.s
     finally:
         await driver.stop()
         await server.stop(None)
-        os.unlink(cfg.name)
+        for path in temporary:
+            os.unlink(path)
 
 
 async def _feed_and_settle(driver: Any, messages: list[fb.ToDataplane]) -> None:

@@ -25,6 +25,8 @@ HANDLED: dict[str, str] = {
     "active_policy_remove": "policy programs of the endpoints whose tiers listed the policy",
     "active_profile_update": "policy programs of the endpoints that list the profile",
     "active_profile_remove": "policy programs of the endpoints that listed the profile",
+    "service_update": "service front ends when no Kubernetes Service object is known",
+    "service_remove": "service front ends when no Kubernetes Service object is known",
 }
 
 # Payloads felix-p4 does not apply, with the reason.
@@ -43,6 +45,4 @@ IGNORED: dict[str, str] = {
     "wireguard_endpoint_v6_remove": "WireGuard stays in the host's kernel",
     "global_bgp_config_update": "BGP is the BGP daemon's job, not the dataplane's",
     "encapsulation": "off-node traffic is handed to the host port, whose stack encapsulates",
-    "service_update": "services are not in pipeline v0",
-    "service_remove": "services are not in pipeline v0",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -16,6 +17,8 @@ from felix_p4.dataplane import Dataplane
 from felix_p4.felix import wire
 from felix_p4.felix.dispatch import IGNORED
 from felix_p4.felix.status import UP, StatusReporter
+from felix_p4.k8s.source import FileSource, KubeEvent, KubeSource
+from felix_p4.k8s.watch import KubeWatcher
 from felix_p4.model.endpoints import WorkloadEndpointKey
 from felix_p4.model.state import DataplaneState, InvalidEndpoint
 from felix_p4.model.values import InvalidObject, parse_mac
@@ -58,6 +61,12 @@ class Driver:
         # Endpoints whose status is not "up" are revisited at every apply until they are.
         self._not_up: set[WorkloadEndpointKey] = set()
         self._invalid: dict[WorkloadEndpointKey, str] = {}
+        self._services_listed = asyncio.Event()
+        self.service_source = service_source(settings["services"])
+        self.hairpin = {
+            4: ipaddress.ip_address(settings["services"]["hairpin_v4"]),
+            6: ipaddress.ip_address(settings["services"]["hairpin_v6"]),
+        }
 
     # --- Felix side -------------------------------------------------------------------
 
@@ -162,6 +171,10 @@ class Driver:
             state.apply_profile_update(pb)
         elif payload == "active_profile_remove":
             state.apply_profile_remove(pb)
+        elif payload == "service_update":
+            state.apply_service_update(pb)
+        elif payload == "service_remove":
+            state.apply_service_remove(pb)
         elif payload in IGNORED:
             metrics.IGNORED_PAYLOADS.labels(payload).inc()
             log.debug("ignoring %s: %s", payload, IGNORED[payload])
@@ -200,7 +213,12 @@ class Driver:
                 await sync.load_installed()
                 log.info("read %d installed entries back from the device", len(sync.installed))
                 dataplane = Dataplane(
-                    sync, self.ports, self.gateway_mac, self.settings["ports"]["host"]
+                    sync,
+                    self.ports,
+                    self.gateway_mac,
+                    self.settings["ports"]["host"],
+                    hairpin=self.hairpin,
+                    services_enabled=self.service_source is not None,
                 )
                 dataplane.recover()
                 self.dataplane = dataplane
@@ -241,6 +259,8 @@ class Driver:
             self._wake.clear()
             if not self.state.in_sync:
                 continue
+            if not self._in_sync_reported and self.service_source is not None:
+                await self._first_service_list()
             try:
                 await self.apply(dataplane)
             except P4RuntimeClientError as exc:
@@ -255,6 +275,51 @@ class Driver:
                 self._in_sync_reported = True
                 log.info("first apply after InSync done; telling Felix DataplaneInSync")
                 self.status.dataplane_in_sync()
+
+    async def _first_service_list(self) -> None:
+        """Let the first apply include services, unless their source takes too long."""
+        timeout = float(self.settings["services"]["sync_timeout_seconds"])
+        try:
+            await asyncio.wait_for(self._services_listed.wait(), timeout)
+        except TimeoutError:
+            log.error(
+                "service source has not listed everything after %.0fs; programming without "
+                "services until it has",
+                timeout,
+            )
+
+    def _on_kube_event(self, event: KubeEvent) -> None:
+        state = self.state
+        if event.type == "SYNCED":
+            if not state.services_synced:
+                log.info("service source listed everything; services will be programmed")
+            state.services_synced = True
+            state.changes.services.update(state.kube_services)
+            self._services_listed.set()
+        elif event.type == "RESET":
+            state.reset_kube()
+        else:
+            try:
+                state.apply_kube_object(event.type, event.kind, event.obj)
+            except InvalidObject as exc:
+                metrics.BAD_INPUT.labels(f"kubernetes_{event.kind}").inc()
+                meta = event.obj.get("metadata") or {}
+                log.error(
+                    "rejected %s %s/%s: %s",
+                    event.kind,
+                    meta.get("namespace", ""),
+                    meta.get("name", ""),
+                    exc,
+                )
+                return
+        if state.in_sync and state.changes:
+            self._wake.set()
+
+    async def _watch_services(self) -> None:
+        if self.service_source is None:
+            await asyncio.Event().wait()  # nothing to watch; park until the driver stops
+            return
+        await self.service_source.run(self._on_kube_event)
 
     async def _liveness(self) -> None:
         """ProcessStatusUpdate at start and every ReportingIntervalSecs (0: start only)."""
@@ -275,6 +340,7 @@ class Driver:
             asyncio.create_task(self._read_felix(), name="felix-reader"),
             asyncio.create_task(self._apply_loop(), name="apply"),
             asyncio.create_task(self._liveness(), name="liveness"),
+            asyncio.create_task(self._watch_services(), name="services"),
             asyncio.create_task(self._done.wait(), name="signal"),
         ]
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -293,6 +359,20 @@ class Driver:
         # Entries stay on the device: traffic keeps flowing while Felix restarts us.
         log.info("driver exiting with status %d; the pipeline stays programmed", code)
         return code
+
+
+def service_source(settings: dict[str, Any]) -> KubeSource | None:
+    """The configured source of Services and EndpointSlices, or None when disabled."""
+    source = settings["source"]
+    if source == "auto":
+        source = "kubernetes" if os.environ.get("KUBERNETES_SERVICE_HOST") else "none"
+    if source == "none":
+        return None
+    if source == "file":
+        return FileSource(list(settings["files"]), float(settings["poll_seconds"]))
+    if source == "kubernetes":
+        return KubeWatcher(kubeconfig=settings["kubeconfig"] or None)
+    raise ValueError(f"services.source {source!r} is not none, file, kubernetes or auto")
 
 
 def _tls(p4rt: dict[str, Any]) -> TlsSettings | None:

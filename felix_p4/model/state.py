@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -23,6 +25,14 @@ from felix_p4.model.policy import (
     policy_from_proto,
     profile_from_proto,
     set_type_name,
+)
+from felix_p4.model.services import (
+    EndpointSlice,
+    Service,
+    ServiceKey,
+    endpoint_slice_from_k8s,
+    service_from_felix,
+    service_from_k8s,
 )
 from felix_p4.model.values import InvalidObject, IPNetwork, parse_net
 
@@ -62,15 +72,20 @@ class Changes:
     policies: set[PolicyKey] = attrs.Factory(set)
     profiles: set[str] = attrs.Factory(set)
     ipsets: set[str] = attrs.Factory(set)
+    services: set[ServiceKey] = attrs.Factory(set)
 
     def __bool__(self) -> bool:
-        return bool(self.endpoints or self.policies or self.profiles or self.ipsets) or self.node
+        return (
+            bool(self.endpoints or self.policies or self.profiles or self.ipsets or self.services)
+            or self.node
+        )
 
     def clear(self) -> None:
         self.endpoints.clear()
         self.policies.clear()
         self.profiles.clear()
         self.ipsets.clear()
+        self.services.clear()
         self.node = False
 
 
@@ -90,6 +105,12 @@ class DataplaneState:
     policies: dict[PolicyKey, Policy] = attrs.Factory(dict)
     profiles: dict[str, Profile] = attrs.Factory(dict)
     ipsets: dict[str, IpSet] = attrs.Factory(dict)
+    # Services: front ends from Kubernetes (preferred) or Felix, backends from EndpointSlices.
+    kube_services: dict[ServiceKey, Service] = attrs.Factory(dict)
+    felix_services: dict[ServiceKey, Service] = attrs.Factory(dict)
+    slices: dict[ServiceKey, EndpointSlice] = attrs.Factory(dict)
+    slices_of: dict[ServiceKey, set[ServiceKey]] = attrs.Factory(dict)
+    services_synced: bool = False
     in_sync: bool = False
     changes: Changes = attrs.Factory(Changes)
 
@@ -189,6 +210,57 @@ class DataplaneState:
     def apply_ipset_remove(self, pb: fb.IPSetRemove) -> None:
         if self.ipsets.pop(pb.id, None) is not None:
             self.changes.ipsets.add(pb.id)
+
+    def service(self, key: ServiceKey) -> Service | None:
+        return self.kube_services.get(key) or self.felix_services.get(key)
+
+    def service_slices(self, key: ServiceKey) -> list[EndpointSlice]:
+        return [self.slices[s] for s in sorted(self.slices_of.get(key, ()))]
+
+    def apply_service_update(self, pb: fb.ServiceUpdate) -> None:
+        service = service_from_felix(pb)
+        if self.felix_services.get(service.key) != service:
+            self.felix_services[service.key] = service
+            self.changes.services.add(service.key)
+
+    def apply_service_remove(self, pb: fb.ServiceRemove) -> None:
+        key = ServiceKey(pb.namespace or "default", pb.name)
+        if self.felix_services.pop(key, None) is not None:
+            self.changes.services.add(key)
+
+    def apply_kube_object(self, event_type: str, kind: str, obj: Mapping[str, Any]) -> None:
+        """A Service or EndpointSlice event from the Kubernetes source."""
+        if kind == "Service":
+            service = service_from_k8s(obj)
+            if event_type == "DELETED":
+                self.kube_services.pop(service.key, None)
+            else:
+                self.kube_services[service.key] = service
+            self.changes.services.add(service.key)
+            return
+        meta = obj.get("metadata") or {}
+        slice_key = ServiceKey(str(meta.get("namespace") or "default"), str(meta.get("name")))
+        old = self.slices.pop(slice_key, None)
+        if old is not None:
+            self.slices_of.get(old.service, set()).discard(slice_key)
+            self.changes.services.add(old.service)
+        if event_type == "DELETED":
+            return
+        endpoint_slice = endpoint_slice_from_k8s(obj)
+        if endpoint_slice is None:
+            return
+        self.slices[slice_key] = endpoint_slice
+        self.slices_of.setdefault(endpoint_slice.service, set()).add(slice_key)
+        self.changes.services.add(endpoint_slice.service)
+
+    def reset_kube(self) -> None:
+        """The Kubernetes source starts over: forget what it said (a fresh list follows)."""
+        self.changes.services.update(self.kube_services)
+        self.changes.services.update(s.service for s in self.slices.values())
+        self.kube_services.clear()
+        self.slices.clear()
+        self.slices_of.clear()
+        self.services_synced = False
 
 
 class InvalidEndpoint(InvalidObject):

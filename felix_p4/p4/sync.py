@@ -206,9 +206,7 @@ class SyncEngine:
             winner = min(claims, key=repr)
             for owner, entry in claims.items():
                 if entry != claims[winner]:
-                    report.errors.setdefault(
-                        owner, f"conflicts with {winner} over {entry.key}"
-                    )
+                    report.errors.setdefault(owner, f"conflicts with {winner} over {entry.key}")
 
 
 def _code_name(code: int) -> str:

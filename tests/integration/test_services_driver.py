@@ -1,0 +1,172 @@
+"""Services through the real driver and target, backends from a file source that changes."""
+
+import asyncio
+
+import grpc
+import yaml
+from felix_harness import SNAPSHOT, embedded_target, endpoint_update, felix_driver, msg, wait_until
+
+from felix_p4.target.service import TargetClient
+
+IN_SYNC = msg(in_sync={})
+
+
+def _objects(backends: list[str], affinity: bool = False) -> dict:
+    spec = {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}]}
+    if affinity:
+        spec["sessionAffinity"] = "ClientIP"
+    return {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": spec,
+            },
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "addressType": "IPv4",
+                "metadata": {
+                    "name": "web-1",
+                    "namespace": "default",
+                    "labels": {"kubernetes.io/service-name": "web"},
+                },
+                "endpoints": [{"addresses": [b], "nodeName": "node-1"} for b in backends],
+                "ports": [{"name": "http", "port": 8080}],
+            },
+        ],
+    }
+
+
+async def _trace(address: str, sport: int, commit: bool = True) -> dict:
+    async with grpc.aio.insecure_channel(address) as channel:
+        return await TargetClient(channel).trace(
+            {
+                "in_port": 1,
+                "commit": commit,
+                "packet": {"src": "10.65.0.2", "dst": "10.96.0.10", "dport": 80, "sport": sport},
+            }
+        )
+
+
+def test_backend_churn_keeps_connections_and_touches_only_changed_members(tmp_path):
+    kube = tmp_path / "kube.yaml"
+    kube.write_text(yaml.safe_dump(_objects(["10.65.0.3", "10.65.9.1"])))
+    settings = {"services": {"source": "file", "files": [str(kube)], "poll_seconds": 0.05}}
+
+    async def main():
+        async with embedded_target() as (address, target):
+            async with felix_driver(address, tmp_path, settings) as felix:
+                await felix.send(*SNAPSHOT, IN_SYNC)
+                await felix.wait_for(lambda r: felix.in_sync())
+                tables = target.tables
+                assert tables.member_count("service_selector") == 2
+                first = await _trace(address, 40000)
+                backend = first["packet"]["dst"]
+                assert backend in ("10.65.0.3", "10.65.9.1")
+                before = target.write_count
+                # Scale up by one backend: one member insert and one group modify.
+                kube.write_text(yaml.safe_dump(_objects(["10.65.0.3", "10.65.9.1", "10.65.9.2"])))
+                await wait_until(lambda: tables.member_count("service_selector") == 3)
+                await wait_until(lambda: target.write_count - before >= 2)
+                assert target.write_count - before == 2
+                # Scale down to a set without the connection's backend: it stays pinned.
+                others = [b for b in ("10.65.9.7", "10.65.9.8") if b != backend]
+                kube.write_text(yaml.safe_dump(_objects(others)))
+                await wait_until(lambda: tables.member_count("service_selector") == 2)
+                again = await _trace(address, 40000)
+                assert again["packet"]["dst"] == backend
+                fresh = await _trace(address, 40123)
+                assert fresh["packet"]["dst"] in others
+
+    asyncio.run(main())
+
+
+def test_client_ip_affinity_keeps_a_client_on_one_backend(tmp_path):
+    kube = tmp_path / "kube.yaml"
+    backends = [f"10.65.9.{i}" for i in range(1, 9)]
+    kube.write_text(yaml.safe_dump(_objects(backends, affinity=True)))
+    settings = {"services": {"source": "file", "files": [str(kube)]}}
+
+    async def main():
+        async with embedded_target() as (address, _):
+            async with felix_driver(address, tmp_path, settings) as felix:
+                await felix.send(*SNAPSHOT, IN_SYNC)
+                await felix.wait_for(lambda r: felix.in_sync())
+                chosen = {
+                    (await _trace(address, port))["packet"]["dst"] for port in range(40000, 40020)
+                }
+                assert len(chosen) == 1
+                # A client with no affinity yet (and a trace that learns nothing) gets the
+                # hash's choice, which differs between its connections.
+                spread = set()
+                async with grpc.aio.insecure_channel(address) as channel:
+                    for port in range(41000, 41020):
+                        result = await TargetClient(channel).trace(
+                            {
+                                "in_port": 100,
+                                "commit": False,
+                                "packet": {
+                                    "src": "203.0.113.7",
+                                    "dst": "10.96.0.10",
+                                    "dport": 80,
+                                    "sport": port,
+                                },
+                            }
+                        )
+                        affinity = [s for s in result["trace"] if s["table"] == "service_affinity"]
+                        assert affinity and not affinity[0]["hit"]
+                        spread.add(result["packet"]["dst"])
+                assert len(spread) > 1
+
+    asyncio.run(main())
+
+
+def test_policy_sees_the_backend_after_dnat(tmp_path):
+    kube = tmp_path / "kube.yaml"
+    kube.write_text(yaml.safe_dump(_objects(["10.65.0.3"])))
+    settings = {"services": {"source": "file", "files": [str(kube)]}}
+    # cali-b accepts only TCP 8080 (its backend port), never 80 (the service port).
+    only_8080 = msg(
+        active_policy_update={
+            "id": {"name": "only-8080", "namespace": "default", "kind": "NetworkPolicy"},
+            "policy": {
+                "tier": "default",
+                "inbound_rules": [
+                    {
+                        "action": "allow",
+                        "protocol": {"name": "tcp"},
+                        "dst_ports": [{"first": 8080, "last": 8080}],
+                    }
+                ],
+            },
+        }
+    )
+    protected = endpoint_update(
+        "cali-b",
+        "10.65.0.3/32",
+        "0a:58:0a:41:00:03",
+        tiers=[
+            {
+                "name": "default",
+                "default_action": "Deny",
+                "ingress_policies": [
+                    {"name": "only-8080", "namespace": "default", "kind": "NetworkPolicy"}
+                ],
+            }
+        ],
+    )
+
+    async def main():
+        async with embedded_target() as (address, _):
+            async with felix_driver(address, tmp_path, settings) as felix:
+                await felix.send(*SNAPSHOT[:3], only_8080, protected, IN_SYNC)
+                await felix.wait_for(lambda r: felix.in_sync())
+                result = await _trace(address, 40000, commit=False)
+                assert result["verdict"] == "forward", result["reason"]
+                assert result["packet"]["dport"] == 8080
+
+    asyncio.run(main())
