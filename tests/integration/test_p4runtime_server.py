@@ -716,3 +716,215 @@ async def test_a_finsy_switch_pushes_the_pipeline_then_writes_and_reads(tmp_path
         assert target.tables is not None
         assert target.tables.lookup("routes", {"dst": 0x0A010203}).params == {"nhop": 7}
         assert target.config is not None and target.config.p4_device_config == b"blob"
+
+
+# --------------------------------------------------------------- action profiles
+
+ECMP, SELECTOR = 0x02000004, 0x11000001
+
+
+def build_selector_p4info() -> p4i.P4Info:
+    """build_p4info() plus ecmp: LPM on dst, implemented by an action selector with room for
+    8 (sum of weights) and groups of up to 4."""
+    p4info = build_p4info()
+    p4info.tables.add(
+        preamble=p4i.Preamble(id=ECMP, name="ecmp", alias="ecmp"),
+        match_fields=[p4i.MatchField(id=1, name="dst", bitwidth=32, match_type=LPM)],
+        action_refs=[
+            p4i.ActionRef(id=SET_NHOP),
+            p4i.ActionRef(id=NO_ACTION, scope=p4i.ActionRef.DEFAULT_ONLY),
+        ],
+        implementation_id=SELECTOR,
+        size=16,
+    )
+    p4info.action_profiles.add(
+        preamble=p4i.Preamble(id=SELECTOR, name="selector", alias="selector"),
+        table_ids=[ECMP],
+        with_selector=True,
+        size=8,
+        max_group_size=4,
+    )
+    return p4info
+
+
+def nhop_member(member_id: int, nhop: int | bytes | None = None) -> p4r.Entity:
+    m = p4r.ActionProfileMember(action_profile_id=SELECTOR, member_id=member_id)
+    if nhop is not None:
+        value = nhop if isinstance(nhop, bytes) else enc(nhop)
+        m.action.CopyFrom(
+            p4r.Action(action_id=SET_NHOP, params=[p4r.Action.Param(param_id=1, value=value)])
+        )
+    return p4r.Entity(action_profile_member=m)
+
+
+def nhop_group(group_id: int, *members: tuple[int, int], max_size: int = 4) -> p4r.Entity:
+    return p4r.Entity(
+        action_profile_group=p4r.ActionProfileGroup(
+            action_profile_id=SELECTOR,
+            group_id=group_id,
+            members=[p4r.ActionProfileGroup.Member(member_id=m, weight=w) for m, w in members],
+            max_size=max_size,
+        )
+    )
+
+
+def ecmp_entry(dst: int, plen: int, *, member: int = 0, group: int = 0) -> p4r.TableEntry:
+    te = p4r.TableEntry(
+        table_id=ECMP,
+        match=[p4r.FieldMatch(field_id=1, lpm=p4r.FieldMatch.LPM(value=enc(dst), prefix_len=plen))],
+    )
+    if member:
+        te.action.action_profile_member_id = member
+    if group:
+        te.action.action_profile_group_id = group
+    return te
+
+
+def written(kind: int, entity: p4r.Entity) -> p4r.Update:
+    return p4r.Update(type=kind, entity=entity)  # type: ignore[arg-type]
+
+
+ALL_MEMBERS = p4r.Entity(action_profile_member=p4r.ActionProfileMember())
+ALL_GROUPS = p4r.Entity(action_profile_group=p4r.ActionProfileGroup())
+
+
+@async_test
+async def test_members_groups_and_indirect_entries_are_written_read_and_looked_up() -> None:
+    async with serving() as (target, address), primary(address) as main:
+        await main.set_pipeline(config(build_selector_p4info()))
+        await main.write(
+            written(p4r.Update.INSERT, nhop_member(1, b"\x00\x0a")),  # reads back canonical
+            written(p4r.Update.INSERT, nhop_member(2, 20)),
+        )
+        await main.write(written(p4r.Update.INSERT, nhop_group(5, (2, 3), (1, 1))))
+        await main.write(
+            insert(ecmp_entry(0x0A000000, 8, group=5)),
+            insert(ecmp_entry(0x0B000000, 8, member=2)),
+        )
+        assert await main.read(ALL_MEMBERS) == [nhop_member(1, 10), nhop_member(2, 20)]
+        one = p4r.ActionProfileMember(action_profile_id=SELECTOR, member_id=2)
+        assert await main.read(p4r.Entity(action_profile_member=one)) == [nhop_member(2, 20)]
+        assert await main.read(ALL_GROUPS) == [nhop_group(5, (1, 1), (2, 3))]
+        assert await main.read_entries(p4r.TableEntry(table_id=ECMP)) == [
+            ecmp_entry(0x0A000000, 8, group=5),
+            ecmp_entry(0x0B000000, 8, member=2),
+        ]
+        [default] = await main.read_entries(p4r.TableEntry(table_id=ECMP, is_default_action=True))
+        assert default.is_const and default.action.action.action_id == NO_ACTION
+        assert target.tables is not None
+        picks = [target.tables.lookup("ecmp", {"dst": 0x0A000001}, h).params for h in range(4)]
+        assert picks == [{"nhop": 10}, {"nhop": 20}, {"nhop": 20}, {"nhop": 20}]
+        assert target.tables.lookup("ecmp", {"dst": 0x0B000001}).params == {"nhop": 20}
+        await main.write(written(p4r.Update.MODIFY, nhop_member(2, 21)))
+        assert target.tables.lookup("ecmp", {"dst": 0x0B000001}).params == {"nhop": 21}
+        assert target.write_count == 6
+
+
+@async_test
+async def test_action_profile_errors_are_reported_one_by_one_in_order() -> None:
+    async with serving() as (target, address), primary(address) as main:
+        await main.set_pipeline(config(build_selector_p4info()))
+        await main.write(written(p4r.Update.INSERT, nhop_member(1, 10)))
+        direct = ecmp_entry(0x0A000000, 8)
+        direct.action.action.CopyFrom(
+            p4r.Action(action_id=SET_NHOP, params=[p4r.Action.Param(param_id=1, value=b"\x01")])
+        )
+        fwd_to_member = fwd_entry(1)
+        fwd_to_member.action.action_profile_member_id = 1  # fwd is a direct table
+        err = await rpc_error(
+            main.write(
+                written(p4r.Update.INSERT, nhop_member(2, 20)),
+                written(p4r.Update.INSERT, nhop_member(1, 11)),
+                written(p4r.Update.INSERT, nhop_member(3)),  # no action
+                written(p4r.Update.INSERT, nhop_group(5, (1, 1), (9, 1))),
+                written(p4r.Update.INSERT, nhop_group(5, (1, 0))),
+                written(p4r.Update.INSERT, nhop_group(6, (1, 5))),  # beyond max_size 4
+                written(p4r.Update.INSERT, nhop_group(6, (1, 1), max_size=5)),
+                insert(ecmp_entry(0x0A000000, 8, group=9)),
+                insert(direct),
+                insert(fwd_to_member),
+                written(p4r.Update.DELETE, nhop_member(7)),
+            )
+        )
+        assert update_errors(err) == [
+            rpc_code.OK,
+            rpc_code.ALREADY_EXISTS,
+            rpc_code.INVALID_ARGUMENT,
+            rpc_code.NOT_FOUND,
+            rpc_code.INVALID_ARGUMENT,
+            rpc_code.RESOURCE_EXHAUSTED,
+            rpc_code.INVALID_ARGUMENT,
+            rpc_code.NOT_FOUND,
+            rpc_code.INVALID_ARGUMENT,
+            rpc_code.INVALID_ARGUMENT,
+            rpc_code.NOT_FOUND,
+        ]
+        assert await main.read(ALL_MEMBERS) == [nhop_member(1, 10), nhop_member(2, 20)]
+        assert await main.read(ALL_GROUPS) == []
+        assert target.write_count == 2
+
+
+@async_test
+async def test_deleting_a_member_or_group_in_use_is_failed_precondition() -> None:
+    async with serving() as (_, address), primary(address) as main:
+        await main.set_pipeline(config(build_selector_p4info()))
+        await main.write(
+            written(p4r.Update.INSERT, nhop_member(1, 10)),
+            written(p4r.Update.INSERT, nhop_member(2, 20)),
+        )
+        await main.write(written(p4r.Update.INSERT, nhop_group(5, (1, 2))))
+        await main.write(
+            insert(ecmp_entry(0x0A000000, 8, group=5)),
+            insert(ecmp_entry(0x0B000000, 8, member=2)),
+        )
+        deletes = (
+            written(p4r.Update.DELETE, nhop_member(1)),  # in group 5
+            written(p4r.Update.DELETE, nhop_member(2)),  # used by an entry
+            written(p4r.Update.DELETE, nhop_group(5)),  # used by an entry
+        )
+        err = await rpc_error(main.write(*deletes))
+        assert update_errors(err) == [rpc_code.FAILED_PRECONDITION] * 3
+        assert len(await main.read(ALL_MEMBERS)) == 2 and len(await main.read(ALL_GROUPS)) == 1
+        await main.write(delete(ecmp_entry(0x0A000000, 8)), delete(ecmp_entry(0x0B000000, 8)))
+        await main.write(deletes[2], deletes[0], deletes[1])  # groups before their members
+        assert await main.read(ALL_MEMBERS) == [] and await main.read(ALL_GROUPS) == []
+
+
+@async_test
+async def test_a_rolled_back_batch_leaves_no_member_group_or_reference_behind() -> None:
+    async with serving() as (_, address), primary(address) as main:
+        await main.set_pipeline(config(build_selector_p4info()))
+        await main.write(written(p4r.Update.INSERT, nhop_member(1, 10)))
+        batch = (
+            written(p4r.Update.INSERT, nhop_member(2, 20)),
+            written(p4r.Update.INSERT, nhop_group(5, (1, 1), (2, 1))),
+            insert(ecmp_entry(0x0A000000, 8, member=1)),
+            written(p4r.Update.DELETE, nhop_member(9)),
+        )
+        err = await rpc_error(main.write(*batch, atomicity=p4r.WriteRequest.ROLLBACK_ON_ERROR))
+        assert update_errors(err) == [rpc_code.ABORTED] * 3 + [rpc_code.NOT_FOUND]
+        assert await main.read(ALL_MEMBERS) == [nhop_member(1, 10)]
+        assert await main.read(ALL_GROUPS) == []
+        assert await main.read_entries(p4r.TableEntry(table_id=ECMP)) == []
+        # Member 1 lost the references the batch gave it, so it can go.
+        await main.write(written(p4r.Update.DELETE, nhop_member(1)))
+
+
+@async_test
+async def test_reconcile_keeps_members_and_groups_of_an_unchanged_selector() -> None:
+    async with serving() as (target, address), primary(address) as main:
+        await main.set_pipeline(config(build_selector_p4info()))
+        await main.write(written(p4r.Update.INSERT, nhop_member(1, 10)))
+        await main.write(written(p4r.Update.INSERT, nhop_group(5, (1, 1))))
+        await main.write(insert(ecmp_entry(0x0A000000, 8, group=5)))
+        reconcile = p4r.SetForwardingPipelineConfigRequest.RECONCILE_AND_COMMIT
+        await main.set_pipeline(config(build_selector_p4info(), cookie=8), reconcile)
+        assert await main.read(ALL_MEMBERS) == [nhop_member(1, 10)]
+        assert await main.read(ALL_GROUPS) == [nhop_group(5, (1, 1))]
+        assert target.tables is not None
+        assert target.tables.lookup("ecmp", {"dst": 0x0A000001}, 3).params == {"nhop": 10}
+        resized = build_selector_p4info()
+        resized.action_profiles[0].size = 16
+        await main.set_pipeline(config(resized, cookie=9), reconcile)
+        assert await main.read(ALL_MEMBERS) == [] and await main.read(ALL_GROUPS) == []
+        assert await main.read_entries(p4r.TableEntry(table_id=ECMP)) == []
