@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all demo test lint typecheck pytest proto bench clean
+.PHONY: all demo test lint typecheck pytest proto p4info bench clean
 
 all: test
 
@@ -36,6 +36,14 @@ pytest: $(STAMP)
 # Regenerate Felix's wire bindings; tests/unit/test_proto_current.py checks they are current.
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. calico_proto/felixbackend.proto
+
+# Recompile the P4 program with p4c's DPDK backend and refresh the checked-in P4Info.
+# Needs p4c-dpdk (p4lang/p4c, release 1.2.4.8 was used): make p4info P4C_DPDK=/path/to/p4c-dpdk
+P4C_DPDK ?= p4c-dpdk
+p4info:
+	mkdir -p build/pipeline
+	$(P4C_DPDK) --arch pna --p4runtime-files pipeline/felix_pna.p4info.txtpb \
+		-o build/pipeline/felix_pna.spec pipeline/felix_pna.p4
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

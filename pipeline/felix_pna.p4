@@ -1,7 +1,10 @@
-// PNA wrapper (P4-DPDK, IPU): binds the shared parser and forwarding control to the
-// PNA_NIC package and turns the control's drop / egress_port verdict into PNA externs.
+// PNA wrapper (P4-DPDK, IPU): binds the shared parser and controls to the PNA_NIC package,
+// holds the PNA-only parts (services, conntrack learning) and turns the verdict into PNA
+// externs.
 #include <core.p4>
 #include <pna.p4>
+
+#define SEND_TO_PORT(port) send_to_port((PortId_t)(port))
 
 #include "headers.p4"
 #include "parser.p4"
@@ -57,10 +60,12 @@ control MainControlImpl(inout headers_t hdr, inout metadata_t meta,
         key = {
             meta.ip_version : exact @id(1) @name("ip_version");
             meta.l4_proto   : exact @id(2) @name("proto");
-            meta.ct_addr_lo : exact @id(3) @name("addr_lo");
-            meta.ct_addr_hi : exact @id(4) @name("addr_hi");
-            meta.ct_port_lo : exact @id(5) @name("port_lo");
-            meta.ct_port_hi : exact @id(6) @name("port_hi");
+            meta.ct_a_hi    : exact @id(3) @name("a_hi");
+            meta.ct_a_lo    : exact @id(4) @name("a_lo");
+            meta.ct_a_port  : exact @id(5) @name("a_port");
+            meta.ct_b_hi    : exact @id(6) @name("b_hi");
+            meta.ct_b_lo    : exact @id(7) @name("b_lo");
+            meta.ct_b_port  : exact @id(8) @name("b_port");
         }
         actions = { ct_established; @defaultonly ct_learn; }
         add_on_miss = true;
@@ -75,22 +80,26 @@ control MainControlImpl(inout headers_t hdr, inout metadata_t meta,
         if (meta.drop == 0 && (hdr.ipv4.isValid() || hdr.ipv6.isValid())) {
             summary.apply(hdr, meta);
             services.apply(hdr, meta);
-            bit<128> received_src_addr = meta.src_addr;
+            bit<64> received_src_hi = meta.src_addr_hi;
+            bit<64> received_src_lo = meta.src_addr_lo;
             bit<16> received_src_port = meta.src_port;
-            bit<16> client_port = meta.src_port;
             if (meta.is_service == 1) {
-                dnat.apply(hdr, 0, meta.nat_addr, meta.nat_port);
+                dnat.apply(hdr, 0, meta.nat_addr_hi, meta.nat_addr_lo, meta.nat_port);
             } else if (meta.reply_nat == 1) {
-                reply_src.apply(hdr, 1, meta.nat_addr, meta.nat_port);
-                reply_dst.apply(hdr, 0, meta.rev_dst_addr, meta.rev_dst_port);
+                reply_src.apply(hdr, 1, meta.nat_addr_hi, meta.nat_addr_lo, meta.nat_port);
+                reply_dst.apply(hdr, 0, meta.rev_dst_addr_hi, meta.rev_dst_addr_lo,
+                                meta.rev_dst_port);
             }
             translated.apply(hdr, meta);
-            meta.ct_view_src_addr = meta.src_addr;
+            meta.ct_view_src_hi = meta.src_addr_hi;
+            meta.ct_view_src_lo = meta.src_addr_lo;
             meta.ct_view_src_port = meta.src_port;
-            meta.ct_view_dst_addr = meta.dst_addr;
+            meta.ct_view_dst_hi = meta.dst_addr_hi;
+            meta.ct_view_dst_lo = meta.dst_addr_lo;
             meta.ct_view_dst_port = meta.dst_port;
             if (meta.reply_nat == 1) {
-                meta.ct_view_src_addr = received_src_addr;
+                meta.ct_view_src_hi = received_src_hi;
+                meta.ct_view_src_lo = received_src_lo;
                 meta.ct_view_src_port = received_src_port;
             }
             if (meta.drop == 0) {
@@ -104,13 +113,13 @@ control MainControlImpl(inout headers_t hdr, inout metadata_t meta,
             }
             if (meta.drop == 0 && meta.is_service == 1 && meta.hairpin == 1) {
                 // A pod reaching itself: it must not see its own address as the source.
-                hairpin_snat.apply(hdr, 1, meta.hairpin_addr, client_port);
+                hairpin_snat.apply(hdr, 1, meta.hairpin_addr_hi, meta.hairpin_addr_lo,
+                                   received_src_port);
             }
         }
+        // The output port was chosen by the action that routed the packet (SEND_TO_PORT).
         if (meta.drop == 1) {
             drop_packet();
-        } else {
-            send_to_port((PortId_t)meta.egress_port);
         }
     }
 }

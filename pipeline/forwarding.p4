@@ -6,6 +6,13 @@
 
 #include "headers.p4"
 
+// The architecture wrapper defines SEND_TO_PORT(port): PNA's send_to_port takes only action
+// data or constants, so every action that picks the output port calls it with its own
+// parameter (the last call before the end of the pipeline wins).
+#ifndef SEND_TO_PORT
+#error "the architecture wrapper must define SEND_TO_PORT(port)"
+#endif
+
 // Ingress port: what the port is, ARP for the gateway, and the source check.
 control FelixPort(inout headers_t hdr, inout metadata_t meta) {
 
@@ -14,12 +21,16 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
         meta.drop = 1;
     }
 
-    // egress_program: the policy program for traffic this workload sends.
+    // egress_program: the policy program for traffic this workload sends; port: the
+    // workload's own port, where ARP replies go (routing picks the port for IP packets).
     @id(0x01000002) @name(".workload_port")
-    action workload_port(@id(1) bit<48> gateway_mac, @id(2) bit<16> egress_program) {
+    action workload_port(@id(1) bit<48> gateway_mac, @id(2) bit<16> egress_program,
+                         @id(3) bit<32> port) {
         meta.port_kind = PORT_KIND_WORKLOAD;
         meta.gateway_mac = gateway_mac;
         meta.egress_program = egress_program;
+        meta.egress_port = port;
+        SEND_TO_PORT(port);
     }
 
     @id(0x01000003) @name(".host_port")
@@ -59,11 +70,14 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
         size = 65536;
     }
 
+    // IPv6 prefixes as ternary halves with the prefix length as priority (P4-DPDK has no
+    // 128-bit LPM).
     @id(0x02000003) @name(".source_check_v6")
     table source_check_v6 {
         key = {
-            meta.in_port      : exact @id(1) @name("port");
-            hdr.ipv6.src_addr : lpm   @id(2) @name("src");
+            meta.in_port         : exact   @id(1) @name("port");
+            hdr.ipv6.src_addr_hi : ternary @id(2) @name("src_hi");
+            hdr.ipv6.src_addr_lo : ternary @id(3) @name("src_lo");
         }
         actions = {
             allow_source;
@@ -75,6 +89,7 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
 
     // Calico workloads ARP for their gateway and expect the host side to answer for any
     // address with its own MAC (proxy ARP); the reply goes back out of the asking port.
+    @id(0x01000008) @name(".arp_reply")
     action arp_reply() {
         hdr.ethernet.dst_addr = hdr.ethernet.src_addr;
         hdr.ethernet.src_addr = meta.gateway_mac;
@@ -84,7 +99,6 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
         bit<32> target = hdr.arp.tpa;
         hdr.arp.tpa = hdr.arp.spa;
         hdr.arp.spa = target;
-        meta.egress_port = meta.in_port;
     }
 
     apply {
@@ -117,7 +131,7 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
     }
 }
 
-// The L3/L4 summary services, policy and conntrack match on (IPv4 zero-extended to 128 bits).
+// The L3/L4 summary services, policy and conntrack match on.
 control FelixSummary(in headers_t hdr, inout metadata_t meta) {
     apply {
         meta.src_port = 0;
@@ -127,13 +141,17 @@ control FelixSummary(in headers_t hdr, inout metadata_t meta) {
         if (hdr.ipv4.isValid()) {
             meta.ip_version = 4;
             meta.l4_proto = hdr.ipv4.protocol;
-            meta.src_addr = (bit<128>)hdr.ipv4.src_addr;
-            meta.dst_addr = (bit<128>)hdr.ipv4.dst_addr;
+            meta.src_addr_hi = 0;
+            meta.src_addr_lo = (bit<64>)hdr.ipv4.src_addr;
+            meta.dst_addr_hi = 0;
+            meta.dst_addr_lo = (bit<64>)hdr.ipv4.dst_addr;
         } else {
             meta.ip_version = 6;
             meta.l4_proto = hdr.ipv6.next_hdr;
-            meta.src_addr = hdr.ipv6.src_addr;
-            meta.dst_addr = hdr.ipv6.dst_addr;
+            meta.src_addr_hi = hdr.ipv6.src_addr_hi;
+            meta.src_addr_lo = hdr.ipv6.src_addr_lo;
+            meta.dst_addr_hi = hdr.ipv6.dst_addr_hi;
+            meta.dst_addr_lo = hdr.ipv6.dst_addr_lo;
         }
         if (hdr.tcp.isValid()) {
             meta.src_port = hdr.tcp.src_port;
@@ -166,6 +184,7 @@ control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
     action to_workload(@id(1) bit<32> port, @id(2) bit<48> dmac, @id(3) bit<48> smac,
                        @id(4) bit<16> ingress_program) {
         meta.egress_port = port;
+        SEND_TO_PORT(port);
         hdr.ethernet.dst_addr = dmac;
         hdr.ethernet.src_addr = smac;
         meta.ingress_program = ingress_program;
@@ -175,6 +194,7 @@ control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
     @id(0x01000006) @name(".to_host")
     action to_host(@id(1) bit<32> port) {
         meta.egress_port = port;
+        SEND_TO_PORT(port);
     }
 
     @id(0x02000004) @name(".routes_v4")
@@ -194,7 +214,8 @@ control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
     @id(0x02000005) @name(".routes_v6")
     table routes_v6 {
         key = {
-            hdr.ipv6.dst_addr : lpm @id(1) @name("dst");
+            hdr.ipv6.dst_addr_hi : ternary @id(1) @name("dst_hi");
+            hdr.ipv6.dst_addr_lo : ternary @id(2) @name("dst_lo");
         }
         actions = {
             to_workload;
@@ -207,6 +228,7 @@ control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
 
     // RFC 1624 incremental checksum update for the TTL decrement (the TTL shares a
     // 16-bit word with the protocol field); correct with IPv4 options present too.
+    @id(0x01000009) @name(".decrement_ttl_v4")
     action decrement_ttl_v4() {
         bit<16> old_word = hdr.ipv4.ttl ++ hdr.ipv4.protocol;
         hdr.ipv4.ttl = hdr.ipv4.ttl - 1;

@@ -55,8 +55,11 @@ header ipv6_t {
     bit<16>  payload_len;
     bit<8>   next_hdr;
     bit<8>   hop_limit;
-    bit<128> src_addr;
-    bit<128> dst_addr;
+    // 128-bit addresses as two 64-bit halves: P4-DPDK operates on at most 64 bits.
+    bit<64>  src_addr_hi;
+    bit<64>  src_addr_lo;
+    bit<64>  dst_addr_hi;
+    bit<64>  dst_addr_lo;
 }
 
 header tcp_t {
@@ -117,67 +120,79 @@ const bit<2> VERDICT_NONE  = 0;
 const bit<2> VERDICT_ALLOW = 1;
 const bit<2> VERDICT_DENY  = 2;
 
-// Width of the IP-set membership bitmaps (one bit per set a rule uses, per direction).
-#define IPSET_BITS 128
+// IP-set membership bitmaps: one bit per set a rule uses, per direction, in two 64-bit
+// words (128 sets per direction).
 // Conntrack expiry profiles (seconds are a target setting; see pipeline/README.md).
 const bit<8> CT_PROFILE_TCP   = 1;
 const bit<8> CT_PROFILE_UDP   = 2;
 const bit<8> CT_PROFILE_OTHER = 3;
 
-// Architecture wrappers fill in_port before the shared controls run and act on
-// drop / egress_port after them.
+// Architecture wrappers fill in_port before the shared controls run and act on drop after
+// them. Every 128-bit quantity is split into _hi and _lo halves (P4-DPDK works on at most
+// 64 bits); IPv4 addresses sit in the _lo half with _hi zero.
 struct metadata_t {
     bit<32> in_port;
     bit<2>  port_kind;
     bit<48> gateway_mac;
     bit<1>  drop;
     bit<32> egress_port;
-    bit<1>  to_workload;
-    // L3/L4 summary the policy tables match on.
+    // L3/L4 summary.
     bit<8>  ip_version;
     bit<8>  l4_proto;
-    bit<128> src_addr;  // IPv4 addresses zero-extended
-    bit<128> dst_addr;
+    bit<64> src_addr_hi;
+    bit<64> src_addr_lo;
+    bit<64> dst_addr_hi;
+    bit<64> dst_addr_lo;
     bit<16> src_port;
     bit<16> dst_port;
     bit<8>  icmp_type;
     bit<8>  icmp_code;
-    // IP-set classification: one bit per set, for the source and the destination.
-    bit<IPSET_BITS> src_sets;
-    bit<IPSET_BITS> dst_sets;
+    // IP-set classification.
+    bit<64> src_sets_hi;
+    bit<64> src_sets_lo;
+    bit<64> dst_sets_hi;
+    bit<64> dst_sets_lo;
     // Services: the front end hit, the backend chosen, and what replies translate back.
-    bit<1>   is_service;
-    bit<32>  service_group;
-    bit<32>  service_id;
-    bit<32>  affinity_seconds;
-    bit<128> nat_addr;
-    bit<16>  nat_port;
-    bit<1>   hairpin;
-    bit<128> hairpin_addr;
-    bit<1>   reply_nat;
-    bit<1>   learn_reverse;
-    bit<128> rev_src_addr;
-    bit<16>  rev_src_port;
-    bit<128> rev_dst_addr;
-    bit<16>  rev_dst_port;
+    bit<1>  is_service;
+    bit<32> service_group;
+    bit<32> service_id;
+    bit<32> affinity_seconds;
+    bit<64> nat_addr_hi;
+    bit<64> nat_addr_lo;
+    bit<16> nat_port;
+    bit<1>  hairpin;
+    bit<64> hairpin_addr_hi;
+    bit<64> hairpin_addr_lo;
+    bit<1>  reply_nat;
+    bit<1>  learn_reverse;
+    bit<64> rev_src_addr_hi;
+    bit<64> rev_src_addr_lo;
+    bit<16> rev_src_port;
+    bit<64> rev_dst_addr_hi;
+    bit<64> rev_dst_addr_lo;
+    bit<16> rev_dst_port;
     // Policy programs of the sending and the receiving local workload (0: none).
     bit<16> egress_program;
     bit<16> ingress_program;
     bit<16> policy_program;
     bit<2>  verdict;
     bit<1>  policy_allowed;
-    // The flow as conntrack sees it: after DNAT for requests, before translation back
-    // (but with the client restored) for replies, so both directions share one entry.
-    bit<128> ct_view_src_addr;
-    bit<16>  ct_view_src_port;
-    bit<128> ct_view_dst_addr;
-    bit<16>  ct_view_dst_port;
-    // Direction-independent connection key: the lower (address, port) end first.
-    bit<128> ct_addr_lo;
-    bit<128> ct_addr_hi;
-    bit<16>  ct_port_lo;
-    bit<16>  ct_port_hi;
-    bit<8>   ct_timeout;
+    // The flow as conntrack sees it: after DNAT for requests, before translation back (but
+    // with the client restored) for replies, so both directions share one entry.
+    bit<64> ct_view_src_hi;
+    bit<64> ct_view_src_lo;
+    bit<16> ct_view_src_port;
+    bit<64> ct_view_dst_hi;
+    bit<64> ct_view_dst_lo;
+    bit<16> ct_view_dst_port;
+    // Direction-independent connection key: end "a" is the lower (address, port).
+    bit<64> ct_a_hi;
+    bit<64> ct_a_lo;
+    bit<16> ct_a_port;
+    bit<64> ct_b_hi;
+    bit<64> ct_b_lo;
+    bit<16> ct_b_port;
+    bit<8>  ct_timeout;
 }
 
 #endif

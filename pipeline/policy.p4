@@ -1,7 +1,7 @@
 // Architecture-neutral Calico policy: IP-set classification (each address classified once
 // into a membership bitmap), then per direction a fixed number of stages whose
-// ternary/range rule tables match those bitmaps. Entries grow with set
-// members plus rules; endpoints with the same tiers and profiles share one program id.
+// ternary/range rule tables match those bitmaps. Entries grow with set members plus rules;
+// endpoints with the same tiers and profiles share one program id.
 #ifndef FELIX_P4_POLICY_P4
 #define FELIX_P4_POLICY_P4
 
@@ -17,22 +17,24 @@
 // One stage: first match by priority within (program); a program that does not use the
 // stage misses and leaves the verdict alone.
 #define RULE_TABLE(NAME, P4INFO_NAME, TABLE_ID)                                            \
-    @id(TABLE_ID) @name(P4INFO_NAME)                                            \
-    table NAME##_table {                                                        \
-        key = {                                                                 \
-            meta.policy_program : exact   @id(1) @name("program");              \
-            meta.ip_version     : ternary @id(2) @name("ip_version");           \
-            meta.l4_proto       : range   @id(3) @name("proto");                \
-            meta.src_sets       : ternary @id(4) @name("src_sets");             \
-            meta.dst_sets       : ternary @id(5) @name("dst_sets");             \
-            meta.src_port       : range   @id(6) @name("src_port");             \
-            meta.dst_port       : range   @id(7) @name("dst_port");             \
-            meta.icmp_type      : range   @id(8) @name("icmp_type");            \
-            meta.icmp_code      : range   @id(9) @name("icmp_code");            \
-        }                                                                       \
-        actions = { rule_allow; rule_deny; rule_pass; @defaultonly no_verdict; } \
-        const default_action = no_verdict;                                      \
-        size = 65536;                                                           \
+    @id(TABLE_ID) @name(P4INFO_NAME)                                                      \
+    table NAME##_table {                                                                  \
+        key = {                                                                           \
+            meta.policy_program : exact   @id(1)  @name("program");                       \
+            meta.ip_version     : ternary @id(2)  @name("ip_version");                    \
+            meta.l4_proto       : range   @id(3)  @name("proto");                         \
+            meta.src_sets_hi    : ternary @id(4)  @name("src_sets_hi");                   \
+            meta.src_sets_lo    : ternary @id(5)  @name("src_sets_lo");                   \
+            meta.dst_sets_hi    : ternary @id(6)  @name("dst_sets_hi");                   \
+            meta.dst_sets_lo    : ternary @id(7)  @name("dst_sets_lo");                   \
+            meta.src_port       : range   @id(8)  @name("src_port");                      \
+            meta.dst_port       : range   @id(9)  @name("dst_port");                      \
+            meta.icmp_type      : range   @id(10) @name("icmp_type");                     \
+            meta.icmp_code      : range   @id(11) @name("icmp_code");                     \
+        }                                                                                 \
+        actions = { rule_allow; rule_deny; rule_pass; @defaultonly no_verdict; }          \
+        const default_action = no_verdict;                                                \
+        size = 65536;                                                                     \
     }
 
 #define STAGE(NAME) if (meta.verdict == VERDICT_NONE) { NAME##_table.apply(); }
@@ -40,23 +42,27 @@
 control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
 
     @id(0x01000010) @name(".set_src_sets")
-    action set_src_sets(@id(1) bit<IPSET_BITS> sets) {
-        meta.src_sets = sets;
+    action set_src_sets(@id(1) bit<64> sets_hi, @id(2) bit<64> sets_lo) {
+        meta.src_sets_hi = sets_hi;
+        meta.src_sets_lo = sets_lo;
     }
 
     @id(0x01000011) @name(".set_dst_sets")
-    action set_dst_sets(@id(1) bit<IPSET_BITS> sets) {
-        meta.dst_sets = sets;
+    action set_dst_sets(@id(1) bit<64> sets_hi, @id(2) bit<64> sets_lo) {
+        meta.dst_sets_hi = sets_hi;
+        meta.dst_sets_lo = sets_lo;
     }
 
     @id(0x01000012) @name(".add_src_sets")
-    action add_src_sets(@id(1) bit<IPSET_BITS> sets) {
-        meta.src_sets = meta.src_sets | sets;
+    action add_src_sets(@id(1) bit<64> sets_hi, @id(2) bit<64> sets_lo) {
+        meta.src_sets_hi = meta.src_sets_hi | sets_hi;
+        meta.src_sets_lo = meta.src_sets_lo | sets_lo;
     }
 
     @id(0x01000013) @name(".add_dst_sets")
-    action add_dst_sets(@id(1) bit<IPSET_BITS> sets) {
-        meta.dst_sets = meta.dst_sets | sets;
+    action add_dst_sets(@id(1) bit<64> sets_hi, @id(2) bit<64> sets_lo) {
+        meta.dst_sets_hi = meta.dst_sets_hi | sets_hi;
+        meta.dst_sets_lo = meta.dst_sets_lo | sets_lo;
     }
 
     @id(0x01000014) @name(".no_sets")
@@ -81,9 +87,13 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
         size = 262144;
     }
 
+    // IPv6 prefixes as ternary halves; priority is the prefix length (longest wins).
     @id(0x02000012) @name(".ipset_src_v6")
     table ipset_src_v6 {
-        key = { hdr.ipv6.src_addr : lpm @id(1) @name("addr"); }
+        key = {
+            hdr.ipv6.src_addr_hi : ternary @id(1) @name("addr_hi");
+            hdr.ipv6.src_addr_lo : ternary @id(2) @name("addr_lo");
+        }
         actions = { set_src_sets; @defaultonly no_sets; }
         const default_action = no_sets;
         size = 262144;
@@ -91,7 +101,10 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
 
     @id(0x02000013) @name(".ipset_dst_v6")
     table ipset_dst_v6 {
-        key = { hdr.ipv6.dst_addr : lpm @id(1) @name("addr"); }
+        key = {
+            hdr.ipv6.dst_addr_hi : ternary @id(1) @name("addr_hi");
+            hdr.ipv6.dst_addr_lo : ternary @id(2) @name("addr_lo");
+        }
         actions = { set_dst_sets; @defaultonly no_sets; }
         const default_action = no_sets;
         size = 262144;
@@ -101,10 +114,11 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
     @id(0x02000014) @name(".portset_src")
     table portset_src {
         key = {
-            meta.ip_version : exact @id(1) @name("ip_version");
-            meta.src_addr   : exact @id(2) @name("addr");
-            meta.l4_proto   : exact @id(3) @name("proto");
-            meta.src_port   : exact @id(4) @name("port");
+            meta.ip_version  : exact @id(1) @name("ip_version");
+            meta.src_addr_hi : exact @id(2) @name("addr_hi");
+            meta.src_addr_lo : exact @id(3) @name("addr_lo");
+            meta.l4_proto    : exact @id(4) @name("proto");
+            meta.src_port    : exact @id(5) @name("port");
         }
         actions = { add_src_sets; @defaultonly no_sets; }
         const default_action = no_sets;
@@ -114,10 +128,11 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
     @id(0x02000015) @name(".portset_dst")
     table portset_dst {
         key = {
-            meta.ip_version : exact @id(1) @name("ip_version");
-            meta.dst_addr   : exact @id(2) @name("addr");
-            meta.l4_proto   : exact @id(3) @name("proto");
-            meta.dst_port   : exact @id(4) @name("port");
+            meta.ip_version  : exact @id(1) @name("ip_version");
+            meta.dst_addr_hi : exact @id(2) @name("addr_hi");
+            meta.dst_addr_lo : exact @id(3) @name("addr_lo");
+            meta.l4_proto    : exact @id(4) @name("proto");
+            meta.dst_port    : exact @id(5) @name("port");
         }
         actions = { add_dst_sets; @defaultonly no_sets; }
         const default_action = no_sets;
@@ -134,7 +149,7 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
         meta.verdict = VERDICT_DENY;
     }
 
-    // Pass: skip the rest of this tier (the stage's lookup is first-match, so the stage
+    // Pass: skip the rest of this block (the stage's lookup is first-match, so the stage
     // simply ends without a verdict and the next stage runs).
     @id(0x01000022) @name(".rule_pass")
     action rule_pass() {
@@ -144,24 +159,26 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
     action no_verdict() {
     }
 
-    RULE_TABLE(egress_stage_0, ".egress_stage_0", 0x2000020)
-    RULE_TABLE(egress_stage_1, ".egress_stage_1", 0x2000021)
-    RULE_TABLE(egress_stage_2, ".egress_stage_2", 0x2000022)
-    RULE_TABLE(egress_stage_3, ".egress_stage_3", 0x2000023)
-    RULE_TABLE(egress_stage_4, ".egress_stage_4", 0x2000024)
-    RULE_TABLE(egress_stage_5, ".egress_stage_5", 0x2000025)
-    RULE_TABLE(egress_stage_6, ".egress_stage_6", 0x2000026)
-    RULE_TABLE(ingress_stage_0, ".ingress_stage_0", 0x2000030)
-    RULE_TABLE(ingress_stage_1, ".ingress_stage_1", 0x2000031)
-    RULE_TABLE(ingress_stage_2, ".ingress_stage_2", 0x2000032)
-    RULE_TABLE(ingress_stage_3, ".ingress_stage_3", 0x2000033)
-    RULE_TABLE(ingress_stage_4, ".ingress_stage_4", 0x2000034)
-    RULE_TABLE(ingress_stage_5, ".ingress_stage_5", 0x2000035)
-    RULE_TABLE(ingress_stage_6, ".ingress_stage_6", 0x2000036)
+    RULE_TABLE(egress_stage_0, ".egress_stage_0", 0x02000020)
+    RULE_TABLE(egress_stage_1, ".egress_stage_1", 0x02000021)
+    RULE_TABLE(egress_stage_2, ".egress_stage_2", 0x02000022)
+    RULE_TABLE(egress_stage_3, ".egress_stage_3", 0x02000023)
+    RULE_TABLE(egress_stage_4, ".egress_stage_4", 0x02000024)
+    RULE_TABLE(egress_stage_5, ".egress_stage_5", 0x02000025)
+    RULE_TABLE(egress_stage_6, ".egress_stage_6", 0x02000026)
+    RULE_TABLE(ingress_stage_0, ".ingress_stage_0", 0x02000030)
+    RULE_TABLE(ingress_stage_1, ".ingress_stage_1", 0x02000031)
+    RULE_TABLE(ingress_stage_2, ".ingress_stage_2", 0x02000032)
+    RULE_TABLE(ingress_stage_3, ".ingress_stage_3", 0x02000033)
+    RULE_TABLE(ingress_stage_4, ".ingress_stage_4", 0x02000034)
+    RULE_TABLE(ingress_stage_5, ".ingress_stage_5", 0x02000035)
+    RULE_TABLE(ingress_stage_6, ".ingress_stage_6", 0x02000036)
 
     apply {
-        meta.src_sets = 0;
-        meta.dst_sets = 0;
+        meta.src_sets_hi = 0;
+        meta.src_sets_lo = 0;
+        meta.dst_sets_hi = 0;
+        meta.dst_sets_lo = 0;
         if (hdr.ipv4.isValid()) {
             ipset_src_v4.apply();
             ipset_dst_v4.apply();
@@ -173,7 +190,7 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
         portset_dst.apply();
 
         // A direction with no local workload has no program and allows; a workload's
-        // program that gives no verdict after its profiles denies (fail closed).
+        // program that gives no verdict after its last stage denies (fail closed).
         bit<1> egress_ok = 1;
         if (meta.egress_program != 0) {
             meta.policy_program = meta.egress_program;
@@ -207,24 +224,26 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
         meta.policy_allowed = egress_ok & ingress_ok;
 
         // Conntrack key: the (address, port) ends of the conntrack view ordered so both
-        // directions of a flow share one entry. 128-bit addresses compare as 64-bit halves.
-        bit<64> src_hi = meta.ct_view_src_addr[127:64];
-        bit<64> dst_hi = meta.ct_view_dst_addr[127:64];
-        bit<64> src_lo = meta.ct_view_src_addr[63:0];
-        bit<64> dst_lo = meta.ct_view_dst_addr[63:0];
-        bool src_first = src_hi < dst_hi
-            || (src_hi == dst_hi && (src_lo < dst_lo
-                || (src_lo == dst_lo && meta.ct_view_src_port <= meta.ct_view_dst_port)));
+        // directions of a flow share one entry.
+        bool src_first = meta.ct_view_src_hi < meta.ct_view_dst_hi
+            || (meta.ct_view_src_hi == meta.ct_view_dst_hi
+                && (meta.ct_view_src_lo < meta.ct_view_dst_lo
+                    || (meta.ct_view_src_lo == meta.ct_view_dst_lo
+                        && meta.ct_view_src_port <= meta.ct_view_dst_port)));
         if (src_first) {
-            meta.ct_addr_lo = meta.ct_view_src_addr;
-            meta.ct_port_lo = meta.ct_view_src_port;
-            meta.ct_addr_hi = meta.ct_view_dst_addr;
-            meta.ct_port_hi = meta.ct_view_dst_port;
+            meta.ct_a_hi = meta.ct_view_src_hi;
+            meta.ct_a_lo = meta.ct_view_src_lo;
+            meta.ct_a_port = meta.ct_view_src_port;
+            meta.ct_b_hi = meta.ct_view_dst_hi;
+            meta.ct_b_lo = meta.ct_view_dst_lo;
+            meta.ct_b_port = meta.ct_view_dst_port;
         } else {
-            meta.ct_addr_lo = meta.ct_view_dst_addr;
-            meta.ct_port_lo = meta.ct_view_dst_port;
-            meta.ct_addr_hi = meta.ct_view_src_addr;
-            meta.ct_port_hi = meta.ct_view_src_port;
+            meta.ct_a_hi = meta.ct_view_dst_hi;
+            meta.ct_a_lo = meta.ct_view_dst_lo;
+            meta.ct_a_port = meta.ct_view_dst_port;
+            meta.ct_b_hi = meta.ct_view_src_hi;
+            meta.ct_b_lo = meta.ct_view_src_lo;
+            meta.ct_b_port = meta.ct_view_src_port;
         }
         if (meta.l4_proto == IP_PROTO_TCP) {
             meta.ct_timeout = CT_PROFILE_TCP;

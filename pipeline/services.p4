@@ -13,15 +13,18 @@ const bit<8> SVC_PROFILE_FLOW     = 4;
 const bit<8> SVC_PROFILE_AFFINITY = 5;
 
 struct backend_params_t {
-    bit<128> addr;
-    bit<16>  port;
+    bit<64> addr_hi;
+    bit<64> addr_lo;
+    bit<16> port;
 }
 
 struct reverse_params_t {
-    bit<128> service_addr;
-    bit<16>  service_port;
-    bit<128> client_addr;
-    bit<16>  client_port;
+    bit<64> service_hi;
+    bit<64> service_lo;
+    bit<16> service_port;
+    bit<64> client_hi;
+    bit<64> client_lo;
+    bit<16> client_port;
 }
 
 control FelixServices(inout headers_t hdr, inout metadata_t meta) {
@@ -30,12 +33,14 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
     // port): the backend group, the service (for affinity) and its affinity timeout.
     @id(0x01000040) @name(".to_service")
     action to_service(@id(1) bit<32> group, @id(2) bit<32> service_id,
-                      @id(3) bit<32> affinity_seconds, @id(4) bit<128> hairpin_addr) {
+                      @id(3) bit<32> affinity_seconds, @id(4) bit<64> hairpin_hi,
+                      @id(5) bit<64> hairpin_lo) {
         meta.is_service = 1;
         meta.service_group = group;
         meta.service_id = service_id;
         meta.affinity_seconds = affinity_seconds;
-        meta.hairpin_addr = hairpin_addr;
+        meta.hairpin_addr_hi = hairpin_hi;
+        meta.hairpin_addr_lo = hairpin_lo;
     }
 
     // A service with no usable endpoints: new connections are dropped (and counted).
@@ -51,10 +56,11 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
     @id(0x02000050) @name(".services")
     table services {
         key = {
-            meta.ip_version : exact @id(1) @name("ip_version");
-            meta.dst_addr   : exact @id(2) @name("addr");
-            meta.l4_proto   : exact @id(3) @name("proto");
-            meta.dst_port   : exact @id(4) @name("port");
+            meta.ip_version  : exact @id(1) @name("ip_version");
+            meta.dst_addr_hi : exact @id(2) @name("addr_hi");
+            meta.dst_addr_lo : exact @id(3) @name("addr_lo");
+            meta.l4_proto    : exact @id(4) @name("proto");
+            meta.dst_port    : exact @id(5) @name("port");
         }
         actions = { to_service; service_reject; @defaultonly not_service; }
         const default_action = not_service;
@@ -62,12 +68,15 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
     }
 
     @id(0x01000043) @name(".set_backend")
-    action set_backend(@id(1) bit<128> addr, @id(2) bit<16> port) {
-        meta.nat_addr = addr;
+    action set_backend(@id(1) bit<64> addr_hi, @id(2) bit<64> addr_lo, @id(3) bit<16> port) {
+        meta.nat_addr_hi = addr_hi;
+        meta.nat_addr_lo = addr_lo;
         meta.nat_port = port;
     }
 
-    @id(0x11000001) @name(".service_selector")
+    // (No absolute @name: p4c-dpdk 1.2.4.8 crashes on one for an ActionSelector; the
+    // control plane finds it by its P4Info alias, "service_selector".)
+    @id(0x11000001)
     ActionSelector(PNA_HashAlgorithm_t.TARGET_DEFAULT, 32w1048576, 32w16) service_selector;
 
     // Members are backends (set_backend), groups a service port's backends; the hash over
@@ -76,11 +85,13 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
     table service_backends {
         key = {
             meta.service_group : exact    @id(1) @name("group");
-            meta.src_addr      : selector @id(2) @name("src_addr");
-            meta.dst_addr      : selector @id(3) @name("dst_addr");
-            meta.l4_proto      : selector @id(4) @name("proto");
-            meta.src_port      : selector @id(5) @name("src_port");
-            meta.dst_port      : selector @id(6) @name("dst_port");
+            meta.src_addr_hi   : selector @id(2) @name("src_addr_hi");
+            meta.src_addr_lo   : selector @id(3) @name("src_addr_lo");
+            meta.dst_addr_hi   : selector @id(4) @name("dst_addr_hi");
+            meta.dst_addr_lo   : selector @id(5) @name("dst_addr_lo");
+            meta.l4_proto      : selector @id(6) @name("proto");
+            meta.src_port      : selector @id(7) @name("src_port");
+            meta.dst_port      : selector @id(8) @name("dst_port");
         }
         actions = { set_backend; }
         pna_implementation = service_selector;
@@ -88,15 +99,18 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
     }
 
     @id(0x01000044) @name(".affine")
-    action affine(@id(1) bit<128> addr, @id(2) bit<16> port) {
-        meta.nat_addr = addr;
+    action affine(@id(1) bit<64> addr_hi, @id(2) bit<64> addr_lo, @id(3) bit<16> port) {
+        meta.nat_addr_hi = addr_hi;
+        meta.nat_addr_lo = addr_lo;
         meta.nat_port = port;
     }
 
     @id(0x01000045) @name(".affinity_learn")
     action affinity_learn() {
         add_entry(action_name = "affine",
-                  action_params = (backend_params_t){addr = meta.nat_addr, port = meta.nat_port},
+                  action_params = (backend_params_t){addr_hi = meta.nat_addr_hi,
+                                                     addr_lo = meta.nat_addr_lo,
+                                                     port = meta.nat_port},
                   expire_time_profile_id = (ExpireTimeProfileId_t)SVC_PROFILE_AFFINITY);
     }
 
@@ -104,9 +118,10 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
     @id(0x02000052) @name(".service_affinity")
     table service_affinity {
         key = {
-            meta.ip_version : exact @id(1) @name("ip_version");
-            meta.src_addr   : exact @id(2) @name("client");
-            meta.service_id : exact @id(3) @name("service");
+            meta.ip_version  : exact @id(1) @name("ip_version");
+            meta.src_addr_hi : exact @id(2) @name("client_hi");
+            meta.src_addr_lo : exact @id(3) @name("client_lo");
+            meta.service_id  : exact @id(4) @name("service");
         }
         actions = { affine; @defaultonly affinity_learn; }
         add_on_miss = true;
@@ -116,15 +131,18 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
     }
 
     @id(0x01000046) @name(".pinned")
-    action pinned(@id(1) bit<128> addr, @id(2) bit<16> port) {
-        meta.nat_addr = addr;
+    action pinned(@id(1) bit<64> addr_hi, @id(2) bit<64> addr_lo, @id(3) bit<16> port) {
+        meta.nat_addr_hi = addr_hi;
+        meta.nat_addr_lo = addr_lo;
         meta.nat_port = port;
     }
 
     @id(0x01000047) @name(".pin_learn")
     action pin_learn() {
         add_entry(action_name = "pinned",
-                  action_params = (backend_params_t){addr = meta.nat_addr, port = meta.nat_port},
+                  action_params = (backend_params_t){addr_hi = meta.nat_addr_hi,
+                                                     addr_lo = meta.nat_addr_lo,
+                                                     port = meta.nat_port},
                   expire_time_profile_id = (ExpireTimeProfileId_t)SVC_PROFILE_FLOW);
     }
 
@@ -132,12 +150,14 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
     @id(0x02000053) @name(".service_flows")
     table service_flows {
         key = {
-            meta.ip_version : exact @id(1) @name("ip_version");
-            meta.l4_proto   : exact @id(2) @name("proto");
-            meta.src_addr   : exact @id(3) @name("src_addr");
-            meta.src_port   : exact @id(4) @name("src_port");
-            meta.dst_addr   : exact @id(5) @name("dst_addr");
-            meta.dst_port   : exact @id(6) @name("dst_port");
+            meta.ip_version  : exact @id(1) @name("ip_version");
+            meta.l4_proto    : exact @id(2) @name("proto");
+            meta.src_addr_hi : exact @id(3) @name("src_hi");
+            meta.src_addr_lo : exact @id(4) @name("src_lo");
+            meta.src_port    : exact @id(5) @name("src_port");
+            meta.dst_addr_hi : exact @id(6) @name("dst_hi");
+            meta.dst_addr_lo : exact @id(7) @name("dst_lo");
+            meta.dst_port    : exact @id(8) @name("dst_port");
         }
         actions = { pinned; @defaultonly pin_learn; }
         add_on_miss = true;
@@ -149,13 +169,16 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
     // Replies (backend to client) become service to client again; with hairpin the
     // destination also goes back from the hairpin address to the client.
     @id(0x01000048) @name(".un_nat")
-    action un_nat(@id(1) bit<128> service_addr, @id(2) bit<16> service_port,
-                  @id(3) bit<128> client_addr, @id(4) bit<16> client_port) {
+    action un_nat(@id(1) bit<64> service_hi, @id(2) bit<64> service_lo,
+                  @id(3) bit<16> service_port, @id(4) bit<64> client_hi,
+                  @id(5) bit<64> client_lo, @id(6) bit<16> client_port) {
         if (meta.learn_reverse == 0) {
             meta.reply_nat = 1;
-            meta.nat_addr = service_addr;
+            meta.nat_addr_hi = service_hi;
+            meta.nat_addr_lo = service_lo;
             meta.nat_port = service_port;
-            meta.rev_dst_addr = client_addr;
+            meta.rev_dst_addr_hi = client_hi;
+            meta.rev_dst_addr_lo = client_lo;
             meta.rev_dst_port = client_port;
         }
     }
@@ -165,8 +188,9 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
         if (meta.learn_reverse == 1) {
             add_entry(action_name = "un_nat",
                       action_params = (reverse_params_t){
-                          service_addr = meta.dst_addr, service_port = meta.dst_port,
-                          client_addr = meta.src_addr, client_port = meta.src_port},
+                          service_hi = meta.dst_addr_hi, service_lo = meta.dst_addr_lo,
+                          service_port = meta.dst_port, client_hi = meta.src_addr_hi,
+                          client_lo = meta.src_addr_lo, client_port = meta.src_port},
                       expire_time_profile_id = (ExpireTimeProfileId_t)SVC_PROFILE_FLOW);
         }
     }
@@ -174,12 +198,14 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
     @id(0x02000054) @name(".service_replies")
     table service_replies {
         key = {
-            meta.ip_version   : exact @id(1) @name("ip_version");
-            meta.l4_proto     : exact @id(2) @name("proto");
-            meta.rev_src_addr : exact @id(3) @name("src_addr");
-            meta.rev_src_port : exact @id(4) @name("src_port");
-            meta.rev_dst_addr : exact @id(5) @name("dst_addr");
-            meta.rev_dst_port : exact @id(6) @name("dst_port");
+            meta.ip_version      : exact @id(1) @name("ip_version");
+            meta.l4_proto        : exact @id(2) @name("proto");
+            meta.rev_src_addr_hi : exact @id(3) @name("src_hi");
+            meta.rev_src_addr_lo : exact @id(4) @name("src_lo");
+            meta.rev_src_port    : exact @id(5) @name("src_port");
+            meta.rev_dst_addr_hi : exact @id(6) @name("dst_hi");
+            meta.rev_dst_addr_lo : exact @id(7) @name("dst_lo");
+            meta.rev_dst_port    : exact @id(8) @name("dst_port");
         }
         actions = { un_nat; @defaultonly reverse_learn; }
         add_on_miss = true;
@@ -205,19 +231,24 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
             // The reply will come from the backend to the client, or to the hairpin
             // address when a pod reached itself.
             meta.learn_reverse = 1;
-            meta.rev_src_addr = meta.nat_addr;
+            meta.rev_src_addr_hi = meta.nat_addr_hi;
+            meta.rev_src_addr_lo = meta.nat_addr_lo;
             meta.rev_src_port = meta.nat_port;
-            meta.rev_dst_addr = meta.src_addr;
+            meta.rev_dst_addr_hi = meta.src_addr_hi;
+            meta.rev_dst_addr_lo = meta.src_addr_lo;
             meta.rev_dst_port = meta.src_port;
-            if (meta.nat_addr == meta.src_addr) {
+            if (meta.nat_addr_hi == meta.src_addr_hi && meta.nat_addr_lo == meta.src_addr_lo) {
                 meta.hairpin = 1;
-                meta.rev_dst_addr = meta.hairpin_addr;
+                meta.rev_dst_addr_hi = meta.hairpin_addr_hi;
+                meta.rev_dst_addr_lo = meta.hairpin_addr_lo;
             }
         } else {
             meta.learn_reverse = 0;
-            meta.rev_src_addr = meta.src_addr;
+            meta.rev_src_addr_hi = meta.src_addr_hi;
+            meta.rev_src_addr_lo = meta.src_addr_lo;
             meta.rev_src_port = meta.src_port;
-            meta.rev_dst_addr = meta.dst_addr;
+            meta.rev_dst_addr_hi = meta.dst_addr_hi;
+            meta.rev_dst_addr_lo = meta.dst_addr_lo;
             meta.rev_dst_port = meta.dst_port;
         }
         service_replies.apply();

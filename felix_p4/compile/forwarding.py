@@ -6,9 +6,10 @@ import ipaddress
 
 import attrs
 
+from felix_p4.compile.fields import prefix6
 from felix_p4.model.endpoints import WorkloadEndpoint
 from felix_p4.model.values import IPNetwork
-from felix_p4.p4.entries import Exact, Lpm, TableEntry
+from felix_p4.p4.entries import Exact, Lpm, Match, TableEntry
 from felix_p4.p4.schema import PipelineSchema
 
 PORT_CLASSIFY = "port_classify"
@@ -33,22 +34,24 @@ def check_schema(schema: PipelineSchema) -> None:
     schema.require(
         PORT_CLASSIFY,
         {"port": 32},
-        {"workload_port": {"gateway_mac": 48, "egress_program": 16}, "host_port": {}},
+        {"workload_port": {"gateway_mac": 48, "egress_program": 16, "port": 32}, "host_port": {}},
     )
-    for version, width in ((4, 32), (6, 128)):
-        schema.require(SOURCE_CHECK[version], {"port": 32, "src": width}, {"allow_source": {}})
-        schema.require(
-            ROUTES[version],
-            {"dst": width},
-            {
-                "to_workload": {"port": 32, "dmac": 48, "smac": 48, "ingress_program": 16},
-                "to_host": {"port": 32},
-            },
-        )
+    route_actions = {
+        "to_workload": {"port": 32, "dmac": 48, "smac": 48, "ingress_program": 16},
+        "to_host": {"port": 32},
+        "no_route": {},
+    }
+    schema.require(SOURCE_CHECK[4], {"port": 32, "src": 32}, {"allow_source": {}})
+    schema.require(SOURCE_CHECK[6], {"port": 32, "src_hi": 64, "src_lo": 64}, {"allow_source": {}})
+    schema.require(ROUTES[4], {"dst": 32}, route_actions)
+    schema.require(ROUTES[6], {"dst_hi": 64, "dst_lo": 64}, route_actions)
 
 
-def _lpm(net: IPNetwork) -> Lpm:
-    return Lpm(int(net.network_address), net.prefixlen)
+def _prefix(name: str, net: IPNetwork) -> tuple[dict[str, Match], int]:
+    """IPv4: one LPM field; IPv6: ternary halves prioritised by prefix length."""
+    if isinstance(net, ipaddress.IPv6Network):
+        return prefix6(name, net)
+    return {name: Lpm(int(net.network_address), net.prefixlen)}, 0
 
 
 def endpoint_entries(
@@ -67,16 +70,20 @@ def endpoint_entries(
             PORT_CLASSIFY,
             {"port": Exact(port)},
             "workload_port",
-            {"gateway_mac": settings.gateway_mac, "egress_program": egress_program},
+            {"gateway_mac": settings.gateway_mac, "egress_program": egress_program, "port": port},
         )
     ]
     sources: dict[IPNetwork, None] = dict.fromkeys(
         (*endpoint.ipv4_nets, *endpoint.ipv6_nets, *endpoint.allow_spoofed_source_prefixes)
     )
     for net in sources:
+        match, priority = _prefix("src", net)
         entries.append(
             TableEntry.make(
-                SOURCE_CHECK[net.version], {"port": Exact(port), "src": _lpm(net)}, "allow_source"
+                SOURCE_CHECK[net.version],
+                {"port": Exact(port), **match},
+                "allow_source",
+                priority=priority,
             )
         )
     route_params = {
@@ -87,8 +94,9 @@ def endpoint_entries(
     }
     routed: tuple[IPNetwork, ...] = (*endpoint.ipv4_nets, *endpoint.ipv6_nets)
     for dst in routed:
+        match, priority = _prefix("dst", dst)
         entries.append(
-            TableEntry.make(ROUTES[dst.version], {"dst": _lpm(dst)}, "to_workload", route_params)
+            TableEntry.make(ROUTES[dst.version], match, "to_workload", route_params, priority)
         )
     return entries
 
@@ -97,7 +105,11 @@ def blackhole_entries(endpoint: WorkloadEndpoint) -> list[TableEntry]:
     """For an endpoint that cannot be protected as Felix asks: its addresses route to drop
     (rather than to the host) and its port stays unknown, so it neither sends nor receives."""
     routed: tuple[IPNetwork, ...] = (*endpoint.ipv4_nets, *endpoint.ipv6_nets)
-    return [TableEntry.make(ROUTES[dst.version], {"dst": _lpm(dst)}, "no_route") for dst in routed]
+    entries = []
+    for dst in routed:
+        match, priority = _prefix("dst", dst)
+        entries.append(TableEntry.make(ROUTES[dst.version], match, "no_route", priority=priority))
+    return entries
 
 
 def node_entries(settings: ForwardingSettings) -> list[TableEntry]:
@@ -107,7 +119,6 @@ def node_entries(settings: ForwardingSettings) -> list[TableEntry]:
     host = settings.host_port
     entries = [TableEntry.make(PORT_CLASSIFY, {"port": Exact(host)}, "host_port")]
     for version, net in ((4, ipaddress.ip_network("0.0.0.0/0")), (6, ipaddress.ip_network("::/0"))):
-        entries.append(
-            TableEntry.make(ROUTES[version], {"dst": _lpm(net)}, "to_host", {"port": host})
-        )
+        match, priority = _prefix("dst", net)
+        entries.append(TableEntry.make(ROUTES[version], match, "to_host", {"port": host}, priority))
     return entries

@@ -9,11 +9,13 @@ Entries therefore grow with members, never with members times rules.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
 
 import attrs
 
+from felix_p4.compile.fields import exact128, params128, prefix6
 from felix_p4.model.policy import PortMember
 from felix_p4.model.values import IPNetwork
 from felix_p4.p4.entries import Exact, Lpm, TableEntry
@@ -198,24 +200,34 @@ class Classifier:
                     f"portset_{direction}",
                     {
                         "ip_version": Exact(member.addr.version),
-                        "addr": Exact(int(member.addr)),
+                        **exact128("addr", int(member.addr)),
                         "proto": Exact(member.proto),
                         "port": Exact(member.port),
                     },
                     f"add_{direction}_sets",
-                    {"sets": bits},
+                    params128("sets", bits),
                 )
             ]
         assert not isinstance(member, PortMember)
         bits = self.addr_bits(direction, member)
         if not bits:
             return []
-        family = "v4" if member.version == 4 else "v6"
+        if isinstance(member, ipaddress.IPv6Network):
+            match, priority = prefix6("addr", member)
+            return [
+                TableEntry.make(
+                    f"ipset_{direction}_v6",
+                    match,
+                    f"set_{direction}_sets",
+                    params128("sets", bits),
+                    priority,
+                )
+            ]
         return [
             TableEntry.make(
-                f"ipset_{direction}_{family}",
+                f"ipset_{direction}_v4",
                 {"addr": Lpm(int(member.network_address), member.prefixlen)},
                 f"set_{direction}_sets",
-                {"sets": bits},
+                params128("sets", bits),
             )
         ]

@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 
 import attrs
 
+from felix_p4.compile.fields import ternary128
 from felix_p4.compile.ipsets import Classifier, OutOfBits, SetRef
 from felix_p4.model.endpoints import WorkloadEndpoint
 from felix_p4.model.policy import IcmpMatch, IpSet, Policy, PolicyKey, PortRange, Profile, Rule
@@ -270,12 +271,8 @@ class RuleExpander:
                             match: dict[str, Match | None] = {
                                 "ip_version": Ternary(version, 0xFF) if version else None,
                                 "proto": _range(plo, phi, 8),
-                                "src_sets": Ternary(src.ones, src.ones | src.zeros)
-                                if src.ones | src.zeros
-                                else None,
-                                "dst_sets": Ternary(dst.ones, dst.ones | dst.zeros)
-                                if dst.ones | dst.zeros
-                                else None,
+                                **ternary128("src_sets", src.ones, src.ones | src.zeros),
+                                **ternary128("dst_sets", dst.ones, dst.ones | dst.zeros),
                                 "src_port": _range(*src.ports, 16),
                                 "dst_port": _range(*dst.ports, 16),
                                 "icmp_type": _range(tlo, thi, 8),
@@ -319,7 +316,7 @@ class PolicyCompiler:
     """Allocates program ids and set bits, compiles programs, and tracks who uses them."""
 
     def __init__(self, schema: PipelineSchema) -> None:
-        self.width = schema.action_param_width("set_src_sets", "sets")
+        self.width = 2 * schema.action_param_width("set_src_sets", "sets_hi")
         self.stages = sum(1 for t in schema.table_names if t.startswith("egress_stage_"))
         self.classifier = Classifier(self.width)
         self.programs: dict[ProgramSpec, Program] = {}

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from felix_p4.compile.fields import exact128, params128
 from felix_p4.model.policy import IPAddress
 from felix_p4.model.services import EndpointSlice, Service, ServiceKey, ServicePort, backends
 from felix_p4.p4.entries import (
@@ -83,7 +84,8 @@ class ServiceCompiler:
         for entity in installed:
             if isinstance(entity, ActionProfileMember) and entity.profile == SELECTOR:
                 params = dict(entity.params)
-                self.members.adopt((params.get("addr"), params.get("port")), entity.member_id)
+                addr = (params.get("addr_hi", 0) << 64) | params.get("addr_lo", 0)
+                self.members.adopt((addr, params.get("port")), entity.member_id)
             elif isinstance(entity, TableEntry) and entity.table == SERVICES and entity.metadata:
                 try:
                     info = json.loads(entity.metadata)
@@ -153,8 +155,9 @@ class ServiceCompiler:
             member_key = (int(addr), target)
             member_id = self.members.get(member_key)
             used.add(("member", member_key))
+            params = {**params128("addr", int(addr)), "port": target}
             member = ActionProfileMember(
-                SELECTOR, member_id, "set_backend", (("addr", int(addr)), ("port", target))
+                SELECTOR, member_id, "set_backend", tuple(sorted(params.items()))
             )
             entities[member.key] = member
             members.append((member_id, 1))
@@ -176,7 +179,7 @@ class ServiceCompiler:
     ) -> TableEntry:
         match = {
             "ip_version": Exact(addr.version),
-            "addr": Exact(int(addr)),
+            **exact128("addr", int(addr)),
             "proto": Exact(port.protocol),
             "port": Exact(front_port),
         }
@@ -204,7 +207,7 @@ class ServiceCompiler:
                 "group": group_id,
                 "service_id": service_id,
                 "affinity_seconds": service.affinity_seconds,
-                "hairpin_addr": int(hairpin),
+                **params128("hairpin", int(hairpin)),
             },
             metadata=json.dumps(info, sort_keys=True).encode(),
         )

@@ -80,7 +80,9 @@ class PipelineSchema:
                 action.id, action.name, params, {pid: n for n, (pid, _) in params.items()}
             )
             self._action_names[action.id] = action.name
-        self._profiles = {p.name: p.id for p in self.finsy.action_profiles}
+        # By alias: p4c gives a control-local profile its full path as name
+        # ("MainControlImpl.services.service_selector") and the short name as alias.
+        self._profiles = {p.alias or p.name: p.id for p in self.finsy.action_profiles}
         self._profile_names = {i: n for n, i in self._profiles.items()}
         self._tables: dict[str, _Table] = {}
         self._table_names: dict[int, str] = {}

@@ -12,7 +12,7 @@ import json
 import struct
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -345,7 +345,7 @@ class FelixPipeline:
             check = self._apply(
                 trace,
                 f"source_check_v{version}",
-                {"port": in_port, "src": int.from_bytes(src, "big")},
+                {"port": in_port, **_addr_key("src", int.from_bytes(src, "big"), version)},
             )
             if check.action != "allow_source":
                 return Result(
@@ -372,7 +372,7 @@ class FelixPipeline:
         # FelixRouting
         ip = hdr.ipv4 if hdr.ipv4 is not None else hdr.ipv6
         assert ip is not None
-        route = self._apply(trace, f"routes_v{version}", {"dst": meta.dst_addr})
+        route = self._apply(trace, f"routes_v{version}", _addr_key("dst", meta.dst_addr, version))
         if route.action == "to_workload":
             ttl_at = 8 if version == 4 else 7
             if ip[ttl_at] <= 1:
@@ -416,7 +416,7 @@ class FelixPipeline:
             "services",
             {
                 "ip_version": meta.ip_version,
-                "addr": meta.dst_addr,
+                **_halves("addr", meta.dst_addr),
                 "proto": meta.l4_proto,
                 "port": meta.dst_port,
             },
@@ -431,22 +431,20 @@ class FelixPipeline:
             chosen = self._apply(
                 trace, "service_backends", {"group": params["group"]}, selector_hash(meta)
             )
-            state.nat_addr = chosen.params.get("addr", 0)
+            state.nat_addr = _joined(chosen.params, "addr")
             state.nat_port = chosen.params.get("port", 0)
             if params["affinity_seconds"]:
                 key = {
                     "ip_version": meta.ip_version,
-                    "client": meta.src_addr,
+                    **_halves("client", meta.src_addr),
                     "service": params["service_id"],
                 }
                 affinity = self._learned(trace, "service_affinity", key)
                 if affinity.hit:
-                    state.nat_addr, state.nat_port = (
-                        affinity.params["addr"],
-                        affinity.params["port"],
-                    )
+                    state.nat_addr = _joined(affinity.params, "addr")
+                    state.nat_port = affinity.params["port"]
                 elif commit:
-                    backend = {"addr": state.nat_addr, "port": state.nat_port}
+                    backend = {**_halves("addr", state.nat_addr), "port": state.nat_port}
                     self._learn(
                         trace,
                         "service_affinity",
@@ -455,39 +453,30 @@ class FelixPipeline:
                         backend,
                         float(params["affinity_seconds"]),
                     )
-            flow_key = {
-                "ip_version": meta.ip_version,
-                "proto": meta.l4_proto,
-                "src_addr": meta.src_addr,
-                "src_port": meta.src_port,
-                "dst_addr": meta.dst_addr,
-                "dst_port": meta.dst_port,
-            }
+            flow_key = _flow_key(
+                meta, (meta.src_addr, meta.src_port), (meta.dst_addr, meta.dst_port)
+            )
             pin = self._learned(trace, "service_flows", flow_key)
             if pin.hit:
-                state.nat_addr, state.nat_port = pin.params["addr"], pin.params["port"]
+                state.nat_addr = _joined(pin.params, "addr")
+                state.nat_port = pin.params["port"]
             elif commit:
-                backend = {"addr": state.nat_addr, "port": state.nat_port}
+                backend = {**_halves("addr", state.nat_addr), "port": state.nat_port}
                 self._learn(trace, "service_flows", flow_key, "pinned", backend, timeout)
             reply_dst = meta.src_addr
             if state.nat_addr == meta.src_addr:
                 state.hairpin = True
-                state.hairpin_addr = params["hairpin_addr"]
+                state.hairpin_addr = _joined(params, "hairpin")
                 reply_dst = state.hairpin_addr
-            reverse_key = {
-                "ip_version": meta.ip_version,
-                "proto": meta.l4_proto,
-                "src_addr": state.nat_addr,
-                "src_port": state.nat_port,
-                "dst_addr": reply_dst,
-                "dst_port": meta.src_port,
-            }
+            reverse_key = _flow_key(
+                meta, (state.nat_addr, state.nat_port), (reply_dst, meta.src_port)
+            )
             reverse = self._learned(trace, "service_replies", reverse_key)
             if not reverse.hit and commit:
                 translation = {
-                    "service_addr": meta.dst_addr,
+                    **_halves("service", meta.dst_addr),
                     "service_port": meta.dst_port,
-                    "client_addr": meta.src_addr,
+                    **_halves("client", meta.src_addr),
                     "client_port": meta.src_port,
                 }
                 self._learn(trace, "service_replies", reverse_key, "un_nat", translation, timeout)
@@ -495,20 +484,13 @@ class FelixPipeline:
         reverse = self._learned(
             trace,
             "service_replies",
-            {
-                "ip_version": meta.ip_version,
-                "proto": meta.l4_proto,
-                "src_addr": meta.src_addr,
-                "src_port": meta.src_port,
-                "dst_addr": meta.dst_addr,
-                "dst_port": meta.dst_port,
-            },
+            _flow_key(meta, (meta.src_addr, meta.src_port), (meta.dst_addr, meta.dst_port)),
         )
         if reverse.hit:
             state.reply = True
-            state.nat_addr = reverse.params["service_addr"]
+            state.nat_addr = _joined(reverse.params, "service")
             state.nat_port = reverse.params["service_port"]
-            state.client_addr = reverse.params["client_addr"]
+            state.client_addr = _joined(reverse.params, "client")
             state.client_port = reverse.params["client_port"]
         return state
 
@@ -523,19 +505,23 @@ class FelixPipeline:
     ) -> str:
         """pipeline/policy.p4 and the PNA wrapper's conntrack; returns why a packet is denied."""
         family = "v4" if version == 4 else "v6"
-        src = self._apply(trace, f"ipset_src_{family}", {"addr": meta.src_addr})
-        meta.src_sets = src.params.get("sets", 0)
-        dst = self._apply(trace, f"ipset_dst_{family}", {"addr": meta.dst_addr})
-        meta.dst_sets = dst.params.get("sets", 0)
+        src = self._apply(trace, f"ipset_src_{family}", _addr_key("addr", meta.src_addr, version))
+        meta.src_sets = _joined(src.params, "sets")
+        dst = self._apply(trace, f"ipset_dst_{family}", _addr_key("addr", meta.dst_addr, version))
+        meta.dst_sets = _joined(dst.params, "sets")
         port_key = {"ip_version": version, "proto": meta.l4_proto}
         named = self._apply(
-            trace, "portset_src", {**port_key, "addr": meta.src_addr, "port": meta.src_port}
+            trace,
+            "portset_src",
+            {**port_key, **_halves("addr", meta.src_addr), "port": meta.src_port},
         )
-        meta.src_sets |= named.params.get("sets", 0)
+        meta.src_sets |= _joined(named.params, "sets")
         named = self._apply(
-            trace, "portset_dst", {**port_key, "addr": meta.dst_addr, "port": meta.dst_port}
+            trace,
+            "portset_dst",
+            {**port_key, **_halves("addr", meta.dst_addr), "port": meta.dst_port},
         )
-        meta.dst_sets |= named.params.get("sets", 0)
+        meta.dst_sets |= _joined(named.params, "sets")
 
         denied = ""
         for direction, program in (
@@ -548,14 +534,14 @@ class FelixPipeline:
             if verdict != "allow" and not denied:
                 denied = f"{direction} policy: {verdict}"
 
-        lo, hi = sorted(ct_view)
+        a, b = sorted(ct_view)
         ct_key = {
             "ip_version": version,
             "proto": meta.l4_proto,
-            "addr_lo": lo[0],
-            "port_lo": lo[1],
-            "addr_hi": hi[0],
-            "port_hi": hi[1],
+            **_halves("a", a[0]),
+            "a_port": a[1],
+            **_halves("b", b[0]),
+            "b_port": b[1],
         }
         ct = self._learned(trace, "conntrack", ct_key)
         if ct.hit:
@@ -575,8 +561,8 @@ class FelixPipeline:
             "program": program,
             "ip_version": meta.ip_version,
             "proto": meta.l4_proto,
-            "src_sets": meta.src_sets,
-            "dst_sets": meta.dst_sets,
+            **_halves("src_sets", meta.src_sets),
+            **_halves("dst_sets", meta.dst_sets),
             "src_port": meta.src_port,
             "dst_port": meta.dst_port,
             "icmp_type": meta.icmp_type,
@@ -634,6 +620,34 @@ def _summarize(hdr: _Headers, meta: _Meta) -> None:
     l4 = hdr.l4
     meta.src_port, meta.dst_port = struct.unpack_from("!HH", l4) if l4 is not None else (0, 0)
     meta.icmp_type, meta.icmp_code = (hdr.icmp[0], hdr.icmp[1]) if hdr.icmp is not None else (0, 0)
+
+
+MASK64 = (1 << 64) - 1
+
+
+def _halves(name: str, value: int) -> dict[str, int]:
+    """A 128-bit value as the pipeline's two 64-bit fields (P4-DPDK has no wider ones)."""
+    return {f"{name}_hi": value >> 64, f"{name}_lo": value & MASK64}
+
+
+def _joined(params: Mapping[str, int], name: str) -> int:
+    return (params.get(f"{name}_hi", 0) << 64) | params.get(f"{name}_lo", 0)
+
+
+def _addr_key(name: str, addr: int, version: int) -> dict[str, int]:
+    """IPv4 tables match one 32-bit field; IPv6 tables the address in halves."""
+    return {name: addr} if version == 4 else _halves(name, addr)
+
+
+def _flow_key(meta: _Meta, src: tuple[int, int], dst: tuple[int, int]) -> dict[str, int]:
+    return {
+        "ip_version": meta.ip_version,
+        "proto": meta.l4_proto,
+        **_halves("src", src[0]),
+        "src_port": src[1],
+        **_halves("dst", dst[0]),
+        "dst_port": dst[1],
+    }
 
 
 def _addr_text(addr: int, version: int) -> str:

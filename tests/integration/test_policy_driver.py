@@ -190,9 +190,13 @@ def test_table_full_is_an_error_without_a_partial_program_then_recovers(tmp_path
                 protected = endpoint_update(
                     "cali-b", "10.65.0.3/32", tiers=[tier("default", ["allow-web"])]
                 )
-                await felix.send(*SNAPSHOT[:3], WEB_SET, five_rules, protected, IN_SYNC)
+                # First the namespace profile's program (2 of the 4 slots), then a policy
+                # whose program needs 6: it cannot fit.
+                await felix.send(*SNAPSHOT[:3], WEB_SET, IN_SYNC)
                 await felix.wait_for(lambda r: felix.in_sync())
-                assert felix.statuses() == {"default/cali-a": "up", "default/cali-b": "error"}
+                await felix.send(five_rules, protected)
+                await felix.wait_for(lambda r: felix.statuses().get("default/cali-b") == "error")
+                assert felix.statuses()["default/cali-a"] == "up"
                 to_b = await _trace(
                     address, 1, {"src": "10.65.0.2", "dst": "10.65.0.3", "dport": 80}
                 )

@@ -88,32 +88,43 @@ def canonical(entries: list[TableEntry]) -> set:
 
     result = set()
     for e in entries:
+        fields = dict(e.match)
         match = []
-        for name, m in e.match:
+        for side in ("src_sets", "dst_sets"):
+            hi, lo = fields.pop(f"{side}_hi", None), fields.pop(f"{side}_lo", None)
+            if hi is None and lo is None:
+                continue
+            value = mask = 0
+            for shift, part in ((64, hi), (0, lo)):
+                if isinstance(part, Ternary):
+                    value |= part.value << shift
+                    mask |= part.mask << shift
+            match.append((side, names(side[:3], value, mask)))
+        for name, m in sorted(fields.items()):
             if name == "program" and isinstance(m, Exact):
                 direction = e.table.split("_stage_")[0]
                 match.append((name, programs.get((direction, m.value), f"?{m.value}")))
-            elif name in ("src_sets", "dst_sets") and isinstance(m, Ternary):
-                match.append((name, names(name[:3], m.value, m.mask)))
             else:
                 match.append((name, m))
-        params = []
-        for name, value in e.params:
-            if name == "sets":
-                side = "src" if "_src" in e.table else "dst"
-                params.append((name, names(side, value)))
-            elif name in ("egress_program", "ingress_program"):
-                params.append((name, programs.get((name.split("_")[0], value), f"?{value}")))
+        params = dict(e.params)
+        out_params = []
+        if "sets_hi" in params:
+            side = "src" if "_src" in e.table else "dst"
+            sets = (params.pop("sets_hi") << 64) | params.pop("sets_lo")
+            out_params.append(("sets", names(side, sets)))
+        for name, value in sorted(params.items()):
+            if name in ("egress_program", "ingress_program"):
+                out_params.append((name, programs.get((name.split("_")[0], value), f"?{value}")))
             else:
-                params.append((name, value))
+                out_params.append((name, value))
         metadata = json.loads(e.metadata) if e.metadata else {}
         metadata.pop("bits", None)
         result.add(
             (
                 e.table,
-                tuple(match),
+                tuple(sorted(match, key=repr)),
                 e.action,
-                tuple(params),
+                tuple(out_params),
                 e.priority,
                 json.dumps(metadata, sort_keys=True),
             )

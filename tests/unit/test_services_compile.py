@@ -43,15 +43,15 @@ def _slice(*addrs, node="node-1"):
 
 
 def _fronts(entities):
-    return sorted(
-        (
-            str(ipaddress.ip_address(dict(e.match)["addr"].value)),
-            dict(e.match)["port"].value,
-            e.action,
-        )
-        for e in entities
-        if isinstance(e, TableEntry) and e.table == "services"
-    )
+    out = []
+    for e in entities:
+        if isinstance(e, TableEntry) and e.table == "services":
+            m = dict(e.match)
+            addr = (m["addr_hi"].value << 64) | m["addr_lo"].value
+            version = m["ip_version"].value
+            text = str(ipaddress.IPv4Address(addr) if version == 4 else ipaddress.IPv6Address(addr))
+            out.append((text, m["port"].value, e.action))
+    return sorted(out)
 
 
 def test_cluster_ip_front_end_points_at_a_group_of_members():
@@ -60,6 +60,7 @@ def test_cluster_ip_front_end_points_at_a_group_of_members():
     members = [e for e in entities if isinstance(e, ActionProfileMember)]
     groups = [e for e in entities if isinstance(e, ActionProfileGroup)]
     assert sorted(dict(m.params)["port"] for m in members) == [8080, 8080]
+    assert sorted(dict(m.params)["addr_lo"] for m in members) == [0x0A000001, 0x0A000002]
     assert len(groups) == 1 and len(groups[0].members) == 2
 
 
