@@ -12,6 +12,7 @@ IGNORED_PAYLOADS = Counter(
 )
 WRITES = Counter("felix_p4_p4runtime_updates_total", "P4Runtime updates sent", ["result"])
 APPLIES = Counter("felix_p4_applies_total", "Applies of Felix state to the device")
+RECONNECTS = Counter("felix_p4_p4runtime_reconnects_total", "Failed P4Runtime (re)connections")
 ENDPOINTS = Gauge("felix_p4_endpoints", "Workload endpoints by reported status", ["status"])
 
 

@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import random
 import signal
 from typing import Any
 
@@ -31,6 +32,7 @@ from felix_p4.ports import PortResolver
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
+RECONNECT_CAP_SECONDS = 5.0
 # Tables the pipeline fills itself (PNA add_on_miss); the driver never diffs them.
 LEARNED_TABLES = ("conntrack",)
 
@@ -200,6 +202,7 @@ class Driver:
         delay = 0.1
         while True:
             try:
+                self.client.on_lost = self._wake.set
                 await self.client.connect()
                 await ensure_pipeline(
                     self.client, p4info, device_config, bool(self.settings["pipeline"]["push"])
@@ -224,12 +227,16 @@ class Driver:
                 self.dataplane = dataplane
                 return dataplane
             except (P4RuntimeClientError, OSError, TimeoutError) as exc:
+                # Capped exponential backoff with jitter, so drivers restarted together do
+                # not retry in lockstep.
+                pause = delay * random.uniform(0.5, 1.0)
                 log.error(
-                    "P4Runtime target %s: %s; retrying in %.1fs", self.client.address, exc, delay
+                    "P4Runtime target %s: %s; retrying in %.1fs", self.client.address, exc, pause
                 )
+                metrics.RECONNECTS.inc()
                 await self.client.close()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(pause)
+                delay = min(delay * 2, RECONNECT_CAP_SECONDS)
 
     async def apply(self, dataplane: Dataplane) -> None:
         """Apply what changed and tell Felix the outcome for every touched endpoint."""
@@ -257,6 +264,11 @@ class Driver:
             # Let a burst of updates land before compiling them together.
             await asyncio.sleep(coalesce)
             self._wake.clear()
+            if not self.client.is_primary:
+                # The stream ended (target restarted, connection dropped) or another
+                # controller took over: reconnect, re-read the device, converge.
+                log.error("no longer primary for the P4Runtime target; reconnecting")
+                dataplane = await self._reconnect()
             if not self.state.in_sync:
                 continue
             if not self._in_sync_reported and self.service_source is not None:
@@ -265,16 +277,22 @@ class Driver:
                 await self.apply(dataplane)
             except P4RuntimeClientError as exc:
                 log.error("apply failed: %s; reconnecting", exc)
-                await self.client.close()
-                dataplane = await self._connect()
-                self.state.changes.endpoints.update(self.state.endpoints)
-                self.state.changes.node = True
+                dataplane = await self._reconnect()
                 self._wake.set()
                 continue
             if not self._in_sync_reported:
                 self._in_sync_reported = True
                 log.info("first apply after InSync done; telling Felix DataplaneInSync")
                 self.status.dataplane_in_sync()
+
+    async def _reconnect(self) -> Dataplane:
+        """A fresh session with the device; everything is diffed against it again."""
+        await self.client.close()
+        dataplane = await self._connect()
+        self.state.changes.endpoints.update(self.state.endpoints)
+        self.state.changes.node = True
+        self._wake.set()
+        return dataplane
 
     async def _first_service_list(self) -> None:
         """Let the first apply include services, unless their source takes too long."""

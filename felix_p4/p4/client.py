@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -99,9 +99,11 @@ class P4RuntimeClient:
         self._stub: p4r_grpc.P4RuntimeStub | None = None
         self._stream: grpc.aio.StreamStreamCall | None = None
         self._requests: asyncio.Queue[p4r.StreamMessageRequest | None] = asyncio.Queue()
-        self._arbitration: asyncio.Queue[p4r.MasterArbitrationUpdate] = asyncio.Queue()
+        self._arbitration: asyncio.Queue[p4r.MasterArbitrationUpdate | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self.is_primary = False
+        # Called when the stream ends or mastership is lost: the owner must reconnect.
+        self.on_lost: Callable[[], None] | None = None
 
     @property
     def stub(self) -> p4r_grpc.P4RuntimeStub:
@@ -130,6 +132,8 @@ class P4RuntimeClient:
         )
         await self._requests.put(p4r.StreamMessageRequest(arbitration=arbitration))
         reply = await asyncio.wait_for(self._arbitration.get(), timeout)
+        if reply is None:
+            raise P4RuntimeClientError(f"stream to {self.address} ended before arbitration")
         self.is_primary = reply.status.code == rpc_code.OK
         if not self.is_primary:
             raise NotPrimary(
@@ -154,6 +158,7 @@ class P4RuntimeClient:
                     self.is_primary = response.arbitration.status.code == rpc_code.OK
                     if was and not self.is_primary:
                         log.error("lost primary mastership of device %d", self.device_id)
+                        self._lost()
                     await self._arbitration.put(response.arbitration)
                 elif response.HasField("error"):
                     log.error("stream error from device: %s", response.error)
@@ -161,7 +166,14 @@ class P4RuntimeClient:
             if exc.code() != grpc.StatusCode.CANCELLED:
                 log.error("P4Runtime stream ended: %s", exc.details())
         except asyncio.CancelledError:
-            pass
+            return
+        await self._arbitration.put(None)
+        self._lost()
+
+    def _lost(self) -> None:
+        was_primary, self.is_primary = self.is_primary, False
+        if was_primary and self.on_lost is not None:
+            self.on_lost()
 
     async def close(self) -> None:
         await self._requests.put(None)
@@ -220,17 +232,22 @@ class P4RuntimeClient:
             return per_update_results(exc, len(updates))
         return [OK] * len(updates)
 
-    async def read_table_entries(self) -> list[p4r.TableEntry]:
-        """Every table entry on the device (table_id 0 is the spec's all-tables wildcard)."""
+    async def read_table_entries(self, table_ids: Sequence[int] = ()) -> list[p4r.TableEntry]:
+        """Entries of these tables, or of every table (table_id 0 is the all-tables wildcard)."""
         return [
             e.table_entry
-            for e in await self.read_entities(with_profiles=False)
+            for e in await self.read_entities(with_profiles=False, table_ids=table_ids)
             if e.HasField("table_entry")
         ]
 
-    async def read_entities(self, with_profiles: bool = True) -> list[p4r.Entity]:
-        """Every table entry and, optionally, every action profile member and group."""
-        wildcards = [p4r.Entity(table_entry=p4r.TableEntry())]
+    async def read_entities(
+        self, with_profiles: bool = True, table_ids: Sequence[int] = ()
+    ) -> list[p4r.Entity]:
+        """Table entries (of `table_ids`, or all) and, optionally, action profile entities."""
+        wildcards = [
+            p4r.Entity(table_entry=p4r.TableEntry(table_id=table_id))
+            for table_id in (table_ids or [0])
+        ]
         if with_profiles:
             wildcards += [
                 p4r.Entity(action_profile_member=p4r.ActionProfileMember()),

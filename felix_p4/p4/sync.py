@@ -154,9 +154,14 @@ class SyncEngine:
         return writes + removals
 
     async def apply(
-        self, tables: Collection[str] | None = None, deletes: bool = True
+        self, tables: Collection[str] | None = None, deletes: bool = True, *, reconcile: bool = True
     ) -> ApplyReport:
-        """Write the plan in batches, record what the device accepted, report failures."""
+        """Write the plan in batches, record what the device accepted, report failures.
+
+        ALREADY_EXISTS or NOT_FOUND mean our view of the device was wrong (someone else
+        wrote to it, or a write we thought failed succeeded): those tables are read back and
+        the plan for them is made and written once more.
+        """
         ops = self.plan(tables, deletes)
         if tables is None and deletes:
             self._dirty.clear()
@@ -168,6 +173,7 @@ class SyncEngine:
                 and (deletes or self.desired(key) is not None)
             )
         report = ApplyReport()
+        stale: set[str] = set()
         for start in range(0, len(ops), self.batch_size):
             batch = ops[start : start + self.batch_size]
             updates = [
@@ -176,6 +182,16 @@ class SyncEngine:
             results = await self.client.write(updates)
             for op, result in zip(batch, results, strict=True):
                 self._record(op, result, report)
+                if result.code in (rpc_code.ALREADY_EXISTS, rpc_code.NOT_FOUND):
+                    stale.add(op.entry.table)
+        if stale and reconcile:
+            log.warning("the device disagrees with our view of %s; re-reading it", sorted(stale))
+            await self._reread(stale)
+            again = await self.apply(tables, deletes, reconcile=False)
+            report.written += again.written
+            report.failed += again.failed
+            report.errors = again.errors
+            return report
         # A key that failed stays dirty so the next apply retries it.
         self._dirty.update(self._failed_keys)
         for key, reason in self._failed_keys.items():
@@ -184,6 +200,22 @@ class SyncEngine:
         self._report_conflicts(report)
         self.total_written += report.written
         return report
+
+    async def _reread(self, tables: set[str]) -> None:
+        """Replace our view of these tables with what the device holds."""
+        if any("#" in t for t in tables):
+            await self.load_installed()  # action profiles: read everything back
+        else:
+            ids = [self.schema.table_id(t) for t in tables]
+            fresh = [self.schema.decode(pb) for pb in await self.client.read_table_entries(ids)]
+            for key in [k for k in self.installed if k[0] in tables]:
+                del self.installed[key]
+            for entry in fresh:
+                self.installed[entry.key] = entry
+            self._dirty.update(entry.key for entry in fresh)
+            self._dirty.update(k for k in self._claims if k[0] in tables)
+        for key in [k for k in self._failed_keys if k[0] in tables]:
+            del self._failed_keys[key]
 
     def _record(self, op: Operation, result: UpdateResult, report: ApplyReport) -> None:
         key = op.entry.key
