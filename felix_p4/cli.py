@@ -49,7 +49,12 @@ def _driver(args: argparse.Namespace) -> int:
         except ValueError as exc:
             logging.getLogger("felix_p4").error("configuration: %s", exc)
             return 2
-        return await Driver(settings, resolver).run()
+        try:
+            driver = Driver(settings, resolver)
+        except ConfigError as exc:
+            logging.getLogger("felix_p4").error("configuration: %s", exc)
+            return 2
+        return await driver.run()
 
     return asyncio.run(run())
 
@@ -126,6 +131,13 @@ def _sim(args: argparse.Namespace) -> int:
     return asyncio.run(run_scenario_file(args.scenario, args.json))
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from felix_p4.replay import main as replay_main
+
+    _setup_logging(args.log_level)
+    return replay_main(args.file, args.target, args.plaintext)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="felix-p4", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -161,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true")
     sim.add_argument("--log-level", default="WARNING")
     sim.set_defaults(func=_sim)
+
+    replay = sub.add_parser("replay", help="feed a recorded Felix stream into a fresh driver")
+    replay.add_argument("file")
+    replay.add_argument("--target", default="127.0.0.1:9559")
+    replay.add_argument("--plaintext", action="store_true", help="talk to the target without TLS")
+    replay.add_argument("--log-level", default="WARNING")
+    replay.set_defaults(func=_replay)
 
     tables = sub.add_parser("tables", help="list installed entries by name")
     tables.add_argument("--target", default="127.0.0.1:9559")

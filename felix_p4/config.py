@@ -17,7 +17,9 @@ DEFAULTS: dict[str, Any] = {
         "address": "127.0.0.1:9559",
         "device_id": 1,
         "election_id": 10,
-        "tls": {"ca": "", "cert": "", "key": "", "server_name": ""},
+        # TLS is required unless plaintext is asked for explicitly.
+        "plaintext": False,
+        "tls": {"ca": "", "cert": "", "key": "", "server_name": "", "reload_seconds": 5.0},
         "batch_size": 1000,
     },
     "pipeline": {
@@ -50,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "felix": {"max_frame_bytes": 64 * 1024 * 1024, "coalesce_ms": 5},
     "metrics": {"address": ""},
+    # Append every frame Felix sends to this file (owner-only), for `felix-p4 replay`.
     "record": "",
     "log_level": "",
 }

@@ -141,7 +141,8 @@ async def run_scenario(scenario: dict[str, Any], as_json: bool, out: Any = sys.s
     server, port, _ = await start_target("127.0.0.1:0")
     address = f"127.0.0.1:{port}"
     settings: dict[str, Any] = {
-        "p4runtime": {"address": address},
+        # The sim's own target on loopback: plaintext, by explicit choice.
+        "p4runtime": {"address": address, "plaintext": True},
         "ports": {"mode": "target"},
         "log_level": logging.getLevelName(logging.getLogger().level),
     }

@@ -8,12 +8,14 @@ import logging
 import os
 import random
 import signal
+from pathlib import Path
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
 from felix_p4 import metrics
 from felix_p4.compile.forwarding import check_schema
+from felix_p4.config import ConfigError
 from felix_p4.dataplane import Dataplane
 from felix_p4.felix import wire
 from felix_p4.felix.dispatch import IGNORED
@@ -48,12 +50,22 @@ class Driver:
         self.settings = settings
         self.ports = ports
         self.in_fd = in_fd
+        p4rt = settings["p4runtime"]
+        # Settings first: a misconfigured driver must fail before it touches Felix's pipes.
+        tls = _tls(p4rt)
+        self.gateway_mac = parse_mac(settings["forwarding"]["gateway_mac"])
+        for fd in (in_fd, out_fd):
+            try:
+                os.fstat(fd)
+            except OSError:
+                raise ConfigError(
+                    f"fd {fd} is not open: felix-p4 is started by Felix "
+                    "(FELIX_DATAPLANEDRIVER), which passes its stream on fds 3 and 4"
+                ) from None
         self.status = StatusReporter(os.fdopen(out_fd, "wb", buffering=0))
         self.state = DataplaneState()
-        self.gateway_mac = parse_mac(settings["forwarding"]["gateway_mac"])
-        p4rt = settings["p4runtime"]
         self.client = P4RuntimeClient(
-            p4rt["address"], int(p4rt["device_id"]), int(p4rt["election_id"]), _tls(p4rt)
+            p4rt["address"], int(p4rt["device_id"]), int(p4rt["election_id"]), tls
         )
         self.dataplane: Dataplane | None = None
         self._wake = asyncio.Event()
@@ -64,6 +76,8 @@ class Driver:
         self._not_up: set[WorkloadEndpointKey] = set()
         self._invalid: dict[WorkloadEndpointKey, str] = {}
         self._services_listed = asyncio.Event()
+        self._tls_changed = False
+        self._record = FrameRecorder(settings["record"]) if settings["record"] else None
         self.service_source = service_source(settings["services"])
         self.hairpin = {
             4: ipaddress.ip_address(settings["services"]["hairpin_v4"]),
@@ -90,6 +104,8 @@ class Driver:
             if body is None:
                 log.info("Felix closed our input (fd %d); exiting", self.in_fd)
                 return
+            if self._record is not None:
+                self._record.write(body)
             self.handle_frame(body)
 
     def handle_frame(self, body: bytes) -> None:
@@ -264,7 +280,11 @@ class Driver:
             # Let a burst of updates land before compiling them together.
             await asyncio.sleep(coalesce)
             self._wake.clear()
-            if not self.client.is_primary:
+            if self._tls_changed:
+                self._tls_changed = False
+                log.info("P4Runtime TLS files changed; reconnecting with them")
+                dataplane = await self._reconnect()
+            elif not self.client.is_primary:
                 # The stream ended (target restarted, connection dropped) or another
                 # controller took over: reconnect, re-read the device, converge.
                 log.error("no longer primary for the P4Runtime target; reconnecting")
@@ -293,6 +313,23 @@ class Driver:
         self.state.changes.node = True
         self._wake.set()
         return dataplane
+
+    async def _watch_tls(self) -> None:
+        """Reconnect when the TLS certificate or key files change (rotation)."""
+        tls = self.client.tls
+        if tls is None:
+            await asyncio.Event().wait()  # plaintext: nothing to watch
+            return
+        paths = [p for p in (tls.ca, tls.cert, tls.key) if p is not None]
+        interval = float(self.settings["p4runtime"]["tls"]["reload_seconds"])
+        seen = _signatures(paths)
+        while True:
+            await asyncio.sleep(interval)
+            current = _signatures(paths)
+            if current != seen:
+                seen = current
+                self._tls_changed = True
+                self._wake.set()
 
     async def _first_service_list(self) -> None:
         """Let the first apply include services, unless their source takes too long."""
@@ -359,6 +396,7 @@ class Driver:
             asyncio.create_task(self._apply_loop(), name="apply"),
             asyncio.create_task(self._liveness(), name="liveness"),
             asyncio.create_task(self._watch_services(), name="services"),
+            asyncio.create_task(self._watch_tls(), name="tls"),
             asyncio.create_task(self._done.wait(), name="signal"),
         ]
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -393,15 +431,52 @@ def service_source(settings: dict[str, Any]) -> KubeSource | None:
     raise ValueError(f"services.source {source!r} is not none, file, kubernetes or auto")
 
 
-def _tls(p4rt: dict[str, Any]) -> TlsSettings | None:
-    from pathlib import Path
+class FrameRecorder:
+    """Appends Felix's frames, as framed on fd 3, to a file only its owner can read: the
+    stream holds the whole cluster's policy and endpoint inventory."""
 
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(self.fd, 0o600)  # also when the file existed with wider permissions
+        log.info("recording Felix's stream to %s", path)
+
+    def write(self, body: bytes) -> None:
+        os.write(self.fd, wire.HEADER.pack(len(body)) + body)
+
+
+def _signatures(paths: list[Path]) -> list[tuple[int, int] | None]:
+    out: list[tuple[int, int] | None] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_mtime_ns, st.st_size))
+    return out
+
+
+def _tls(p4rt: dict[str, Any]) -> TlsSettings | None:
+    """TLS settings, or None for plaintext, which must be configured explicitly."""
     tls = p4rt["tls"]
-    if not any(tls.values()):
-        return None
-    return TlsSettings(
-        ca=Path(tls["ca"]) if tls["ca"] else None,
-        cert=Path(tls["cert"]) if tls["cert"] else None,
-        key=Path(tls["key"]) if tls["key"] else None,
-        server_name=tls["server_name"],
+    files = (tls["ca"], tls["cert"], tls["key"])
+    if any(files):
+        if bool(tls["cert"]) != bool(tls["key"]):
+            raise ConfigError("p4runtime.tls.cert and p4runtime.tls.key go together")
+        return TlsSettings(
+            ca=Path(tls["ca"]) if tls["ca"] else None,
+            cert=Path(tls["cert"]) if tls["cert"] else None,
+            key=Path(tls["key"]) if tls["key"] else None,
+            server_name=tls["server_name"],
+        )
+    if not p4rt["plaintext"]:
+        raise ConfigError(
+            "P4Runtime needs TLS: set p4runtime.tls.ca (and cert/key for mutual TLS), "
+            "or p4runtime.plaintext: true to accept an unencrypted channel"
+        )
+    log.warning(
+        "P4Runtime to %s is plaintext (p4runtime.plaintext): anyone on the path can "
+        "program the device",
+        p4rt["address"],
     )
+    return None

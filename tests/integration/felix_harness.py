@@ -154,12 +154,15 @@ async def felix_driver(
     address: str, tmp_path: Path, settings: dict[str, Any] | None = None
 ) -> AsyncIterator[Felix]:
     config = {
-        "p4runtime": {"address": address},
+        "p4runtime": {"address": address, "plaintext": True},
         "ports": {"mode": "static", "map": PORTS},
         "log_level": "DEBUG",
     }
     for key, value in (settings or {}).items():
-        config.setdefault(key, {}).update(value)
+        if isinstance(value, dict):
+            config.setdefault(key, {}).update(value)
+        else:
+            config[key] = value
     path = tmp_path / f"felix-p4-{os.urandom(4).hex()}.yaml"
     path.write_text(yaml.safe_dump(config))
     # Felix's own environment passes through; FELIX_P4_CONFIG points at our settings.

@@ -38,6 +38,7 @@ def test_target_driver_trace_and_tables_as_processes(tmp_path):
                 os.environ,
                 FELIX_P4_CONFIG=str(tmp_path / "absent.yaml"),
                 FELIX_P4_P4RUNTIME_ADDRESS=address,
+                FELIX_P4_P4RUNTIME_PLAINTEXT="true",
             )
             driver = spawn_driver(env=env)
             felix = Felix(driver)

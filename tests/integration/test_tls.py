@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from felix_harness import SNAPSHOT, Felix, felix_driver, msg
+from felix_harness import SNAPSHOT, Felix, felix_driver, msg, wait_until
 
 from felix_p4.target.service import ServerTls, start_target
 
@@ -117,3 +117,67 @@ def test_plaintext_driver_is_not_served_by_a_tls_target(tmp_path):
             await server.stop(None)
 
     asyncio.run(main())
+
+
+def test_rotated_certificates_are_picked_up(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    for d in (old, new):
+        d.mkdir()
+        _issue(d, "ca", None)
+        _issue(d, "server", "ca", san="p4rt.felix-p4.test")
+        _issue(d, "client", "ca")
+    live = tmp_path / "live"
+    live.mkdir()
+    for name in ("ca.crt", "client.crt", "client.key"):
+        (live / name).write_bytes((old / name).read_bytes())
+    tls = {
+        "ca": str(live / "ca.crt"),
+        "cert": str(live / "client.crt"),
+        "key": str(live / "client.key"),
+        "server_name": "p4rt.felix-p4.test",
+        "reload_seconds": 0.1,
+    }
+
+    def server_tls(d):
+        return ServerTls(d / "server.crt", d / "server.key", d / "ca.crt")
+
+    async def main():
+        server, port, target = await start_target("127.0.0.1:0", tls=server_tls(old))
+        address = f"127.0.0.1:{port}"
+        try:
+            async with felix_driver(address, tmp_path, {"p4runtime": {"tls": tls}}) as felix:
+                await felix.send(*SNAPSHOT, msg(in_sync={}))
+                await felix.wait_for(lambda r: felix.in_sync())
+                # The target comes back with a new CA; the driver's files are rotated too.
+                await server.stop(None)
+                server, _, target = await start_target(address, tls=server_tls(new))
+                for name in ("ca.crt", "client.crt", "client.key"):
+                    (live / name).write_bytes((new / name).read_bytes())
+                await wait_until(
+                    lambda: (
+                        target.tables is not None and target.tables.entry_count("routes_v4") == 3
+                    ),
+                    timeout=30,
+                    what="the driver to reconnect with the rotated certificates",
+                )
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())
+
+
+def test_plaintext_must_be_asked_for(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(
+        os.environ,
+        FELIX_P4_CONFIG=str(tmp_path / "absent.yaml"),
+        FELIX_P4_P4RUNTIME_ADDRESS="127.0.0.1:1",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "felix_p4"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "p4runtime.plaintext" in done.stderr
