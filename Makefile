@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all demo test lint typecheck pytest proto p4info bench clean
+.PHONY: all demo test lint typecheck pytest proto p4info bench fuzz clean
 
 all: test
 
@@ -23,8 +23,8 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check felix_p4 calico_proto tests
-	$(BIN)/ruff format --check felix_p4 tests
+	$(BIN)/ruff check felix_p4 calico_proto tests fuzz
+	$(BIN)/ruff format --check felix_p4 tests fuzz
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -44,6 +44,13 @@ p4info:
 	mkdir -p build/pipeline
 	$(P4C_DPDK) --arch pna --p4runtime-files pipeline/felix_pna.p4info.txtpb \
 		-o build/pipeline/felix_pna.spec pipeline/felix_pna.p4
+
+# Coverage-guided fuzzing of the Felix input path (atheris); not part of make test.
+FUZZ_RUNS ?= 200000
+fuzz: $(STAMP)
+	$(BIN)/pip install --quiet atheris==3.0.0
+	mkdir -p build/fuzz-corpus
+	$(BIN)/python fuzz/fuzz_felix.py -runs=$(FUZZ_RUNS) -max_len=4096 build/fuzz-corpus
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
