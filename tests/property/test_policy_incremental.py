@@ -5,9 +5,8 @@ final state gives (up to the choice of program ids and set bits, which are alloc
 from __future__ import annotations
 
 import asyncio
-import json
 
-from finsy.proto import p4r
+from canonical import canonical, device_entries
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from policy_universe import HOST_PORT, POD_A, POD_B, endpoint, worlds
@@ -15,7 +14,6 @@ from policy_universe import HOST_PORT, POD_A, POD_B, endpoint, worlds
 from felix_p4.dataplane import Dataplane
 from felix_p4.model.state import DataplaneState
 from felix_p4.p4.client import P4RuntimeClient
-from felix_p4.p4.entries import Exact, TableEntry, Ternary
 from felix_p4.p4.pipeline import DEFAULT_P4INFO, ensure_pipeline
 from felix_p4.p4.schema import PipelineSchema, load_p4info
 from felix_p4.p4.sync import SyncEngine
@@ -63,78 +61,6 @@ async def _dataplane(address: str) -> tuple[Dataplane, P4RuntimeClient]:
     dataplane = Dataplane(sync, PortResolver(PORTS), 0xEEEEEEEEEEEE, HOST_PORT)
     dataplane.recover()
     return dataplane, client
-
-
-def canonical(entries: list[TableEntry]) -> set:
-    """Entries with program ids replaced by program digests and set bits by set names."""
-    programs: dict[tuple[str, int], str] = {}
-    bits: dict[str, dict[int, str]] = {"src": {}, "dst": {}}
-    for e in entries:
-        if "_stage_" in e.table and e.priority == 1 and b'"program"' in e.metadata:
-            info = json.loads(e.metadata)
-            program = dict(e.match)["program"]
-            assert isinstance(program, Exact)
-            programs[(e.table.split("_stage_")[0], program.value)] = info["program"]
-            for side in ("src", "dst"):
-                for bit, text in info["bits"][side].items():
-                    bits[side][int(bit)] = text
-
-    def names(side: str, value: int, mask: int | None = None) -> tuple:
-        out = []
-        for bit in range(128):
-            if (mask if mask is not None else value) >> bit & 1:
-                out.append((bits[side].get(bit, f"?{bit}"), value >> bit & 1))
-        return tuple(sorted(out))
-
-    result = set()
-    for e in entries:
-        fields = dict(e.match)
-        match = []
-        for side in ("src_sets", "dst_sets"):
-            hi, lo = fields.pop(f"{side}_hi", None), fields.pop(f"{side}_lo", None)
-            if hi is None and lo is None:
-                continue
-            value = mask = 0
-            for shift, part in ((64, hi), (0, lo)):
-                if isinstance(part, Ternary):
-                    value |= part.value << shift
-                    mask |= part.mask << shift
-            match.append((side, names(side[:3], value, mask)))
-        for name, m in sorted(fields.items()):
-            if name == "program" and isinstance(m, Exact):
-                direction = e.table.split("_stage_")[0]
-                match.append((name, programs.get((direction, m.value), f"?{m.value}")))
-            else:
-                match.append((name, m))
-        params = dict(e.params)
-        out_params = []
-        if "sets_hi" in params:
-            side = "src" if "_src" in e.table else "dst"
-            sets = (params.pop("sets_hi") << 64) | params.pop("sets_lo")
-            out_params.append(("sets", names(side, sets)))
-        for name, value in sorted(params.items()):
-            if name in ("egress_program", "ingress_program"):
-                out_params.append((name, programs.get((name.split("_")[0], value), f"?{value}")))
-            else:
-                out_params.append((name, value))
-        metadata = json.loads(e.metadata) if e.metadata else {}
-        metadata.pop("bits", None)
-        result.add(
-            (
-                e.table,
-                tuple(sorted(match, key=repr)),
-                e.action,
-                tuple(out_params),
-                e.priority,
-                json.dumps(metadata, sort_keys=True),
-            )
-        )
-    return result
-
-
-def device_entries(target) -> list[TableEntry]:
-    read = target.tables.read(p4r.Entity(table_entry=p4r.TableEntry()))
-    return [SCHEMA.decode(e.table_entry) for e in read if e.table_entry.table_id]
 
 
 async def _run(history: list[dict]) -> tuple[set, set]:

@@ -1,0 +1,53 @@
+"""`python -m bench --scale tiny` runs every phase through the real driver and reports every
+figure (no timing thresholds: a benchmark's numbers are results, not pass/fail)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+FIGURES = (
+    "snapshot_seconds_null",
+    "snapshot_seconds_embedded",
+    "entries_written",
+    "entries_by_kind",
+    "write_rate",
+    "raw_rate",
+    "ratio_to_raw",
+    "add_p50_ms",
+    "add_p99_ms",
+    "churn_per_second",
+    "restart_seconds",
+    "restart_entries_rewritten",
+    "peak_rss_mb",
+    "compile_seconds",
+)
+
+
+def test_tiny_bench_reports_every_figure(tmp_path):
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--scale", "tiny", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    for run in ("null", "embedded"):
+        assert "error" not in results[run], results[run]
+    summary = results["summary"]
+    missing = [name for name in FIGURES if summary.get(name) is None]
+    assert not missing, f"figures missing from the results: {missing}"
+    assert set(summary["entries_by_kind"]) >= {"endpoints", "policy", "ipsets", "services"}
+    assert set(summary["compile_seconds"]) >= {"policy", "ipsets", "forwarding", "services"}
+    assert summary["entries_written"] == results["embedded"]["installed_entries"]
+    assert results["embedded"]["snapshot"]["endpoints_up"] == results["scale"]["endpoints"]
+    assert {t["target"] for t in results["targets"]} >= {
+        "snapshot rate / raw limit",
+        "restart: entries rewritten",
+    }
+    assert "DESIGN.md section 6 targets" in done.stdout
