@@ -150,12 +150,26 @@ def rule_matches(rule: Rule, pkt: Packet, view: PolicyView) -> bool:
     return rule.not_icmp is None or (is_icmp and not _icmp_is(pkt, rule.not_icmp))
 
 
+def _first_match(
+    rules: tuple[Rule, ...], pkt: Packet, view: PolicyView, where: str
+) -> Decision | str | None:
+    """The first matching allow/deny as a Decision, "pass" for a Pass, None for no match."""
+    for index, rule in enumerate(rules):
+        if rule.action == "log" or not rule_matches(rule, pkt, view):
+            continue
+        if rule.action == "pass":
+            return "pass"
+        return Decision(rule.action == "allow", f"{where} rule {index}")
+    return None
+
+
 def evaluate_direction(
     endpoint: WorkloadEndpoint, direction: str, pkt: Packet, view: PolicyView
 ) -> Decision:
     """direction "ingress" (to the endpoint) or "egress" (from it), Felix's order."""
     if endpoint.state != "active":
         return Decision(False, "endpoint is not active")
+    inbound = direction == "ingress"
     for tier in endpoint.tiers:
         keys = tier.ingress_policies if direction == "ingress" else tier.egress_policies
         keys = tuple(k for k in keys if not k.staged)
@@ -164,41 +178,21 @@ def evaluate_direction(
         passed = False
         for key in keys:
             policy = view.policies.get(key)
-            rules = (
-                ()
-                if policy is None
-                else (policy.inbound if direction == "ingress" else policy.outbound)
-            )
-            for index, rule in enumerate(rules):
-                if rule.action == "log" or not rule_matches(rule, pkt, view):
-                    continue
-                where = f"tier {tier.name} {key} {direction} rule {index}"
-                if rule.action == "allow":
-                    return Decision(True, where)
-                if rule.action == "deny":
-                    return Decision(False, where)
+            rules = () if policy is None else policy.inbound if inbound else policy.outbound
+            outcome = _first_match(rules, pkt, view, f"tier {tier.name} {key} {direction}")
+            if isinstance(outcome, Decision):
+                return outcome
+            if outcome == "pass":
                 passed = True
-                break
-            if passed:
                 break
         if not passed and tier.default_action != "Pass":
             return Decision(False, f"tier {tier.name}: end of tier (deny)")
     for profile_id in endpoint.profile_ids:
         profile = view.profiles.get(profile_id)
-        rules = (
-            ()
-            if profile is None
-            else (profile.inbound if direction == "ingress" else profile.outbound)
-        )
-        for index, rule in enumerate(rules):
-            if rule.action == "log" or not rule_matches(rule, pkt, view):
-                continue
-            where = f"profile {profile_id} {direction} rule {index}"
-            if rule.action == "allow":
-                return Decision(True, where)
-            if rule.action == "deny":
-                return Decision(False, where)
-            break  # pass: on to the next profile
+        rules = () if profile is None else profile.inbound if inbound else profile.outbound
+        outcome = _first_match(rules, pkt, view, f"profile {profile_id} {direction}")
+        if isinstance(outcome, Decision):
+            return outcome  # a pass (or no match) moves on to the next profile
     return Decision(False, "no profile allowed (deny)")
 
 
