@@ -79,6 +79,10 @@ class Dataplane:
         self.policy_tables = frozenset(sync.schema.entity_order()) - FORWARDING_TABLES
         # The programs each endpoint's installed forwarding entries point at.
         self._installed: dict[tuple[WorkloadEndpointKey, str], Program] = {}
+        # Endpoints (and directions) whose installed entries point at each program, and the
+        # programs that may have become unused during the current apply.
+        self._users: dict[Hashable, set[tuple[WorkloadEndpointKey, str]]] = {}
+        self._candidates: set[Program] = set()
         self._recovered = False
         self._services_started = False
 
@@ -196,7 +200,7 @@ class Dataplane:
                 continue
             sync.set_owner(key, entries)
             for d, program in chosen.items():
-                self._installed[(key, d)] = program
+                self._install(key, d, program)
             out.statuses.setdefault(key, ERROR if key in invalid else UP)
         report = await sync.apply(FORWARDING_TABLES, deletes=False)
         self._count(report, out)
@@ -252,19 +256,46 @@ class Dataplane:
         out.written += report.written
         out.failed += report.failed
 
+    def _install(self, key: WorkloadEndpointKey, direction: str, program: Program) -> None:
+        previous = self._installed.get((key, direction))
+        if previous is program:
+            return
+        if previous is not None:
+            self._unuse(key, direction, previous)
+        self._installed[(key, direction)] = program
+        self._users.setdefault(program.owner, set()).add((key, direction))
+
+    def _unuse(self, key: WorkloadEndpointKey, direction: str, program: Program) -> None:
+        users = self._users.get(program.owner)
+        if users is not None:
+            users.discard((key, direction))
+            if not users:
+                del self._users[program.owner]
+                self._candidates.add(program)
+
     def _drop_installed(self, key: WorkloadEndpointKey) -> None:
         for d in DIRECTIONS:
-            self._installed.pop((key, d), None)
+            program = self._installed.pop((key, d), None)
+            if program is not None:
+                self._unuse(key, d, program)
 
     def _release_unused(
         self, wanted: dict[WorkloadEndpointKey, tuple[WorkloadEndpoint, int, dict[str, Program]]]
     ) -> None:
-        in_use: set[Hashable] = {p.owner for p in self._installed.values()}
+        """Release programs that lost their last user in this apply (work follows the change:
+        only programs touched by it are looked at)."""
         # A program just compiled for an endpoint that could not move to it yet stays, so the
         # retry does not recompile it.
-        for _, _, programs in wanted.values():
-            in_use.update(p.owner for p in programs.values())
-        for program in list(self.policy.programs.values()):
-            if program.owner not in in_use:
+        keep = {p.owner for _, _, programs in wanted.values() for p in programs.values()}
+        for program in list(self._candidates):
+            if program.owner in keep or self._users.get(program.owner):
+                continue
+            if self.policy.programs.get(program.spec) is program:
                 self.sync.remove_owner(program.owner)
                 self.policy.release(program)
+        self._candidates = {
+            p
+            for _, _, programs in wanted.values()
+            for p in programs.values()
+            if not self._users.get(p.owner)
+        }

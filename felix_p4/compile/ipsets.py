@@ -9,13 +9,12 @@ Entries therefore grow with members, never with members times rules.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
 
 import attrs
 
-from felix_p4.compile.fields import exact128, params128, prefix6
+from felix_p4.compile.fields import exact128, params128, ternary128
 from felix_p4.model.policy import PortMember
 from felix_p4.model.values import IPNetwork
 from felix_p4.p4.entries import Exact, Lpm, TableEntry
@@ -70,16 +69,36 @@ class BitAllocator:
         return bit
 
 
+# An address member as plain integers, (IP version, network, prefix length): the classifier
+# does its prefix arithmetic on these, which is far cheaper than ipaddress objects.
+Prefix = tuple[int, int, int]
+BITS = {4: 32, 6: 128}
+
+
+def to_prefix(net: IPNetwork) -> Prefix:
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
+def _mask(version: int, length: int) -> int:
+    width = BITS[version]
+    return ((1 << width) - 1) ^ ((1 << (width - length)) - 1)
+
+
 @attrs.define
 class _Direction:
     """Membership state for one direction: which referenced sets hold which members."""
 
     allocator: BitAllocator
     # prefix -> refs with that exact prefix as a member (only refs that have a bit)
-    prefixes: dict[IPNetwork, set[SetRef]] = attrs.Factory(lambda: defaultdict(set))
+    prefixes: dict[Prefix, set[SetRef]] = attrs.Factory(lambda: defaultdict(set))
+    # version -> prefix length -> how many member prefixes have it (what to probe)
+    lengths: dict[int, dict[int, int]] = attrs.Factory(lambda: {4: {}, 6: {}})
     ports: dict[PortMember, set[SetRef]] = attrs.Factory(lambda: defaultdict(set))
     # ref -> its members, as classified (so a removal knows what to take back)
-    members: dict[SetRef, frozenset[IPNetwork | PortMember]] = attrs.Factory(dict)
+    members: dict[SetRef, frozenset[Prefix | PortMember]] = attrs.Factory(dict)
+
+
+Owner = tuple[str, str, "Prefix | PortMember"]
 
 
 class Classifier:
@@ -92,7 +111,7 @@ class Classifier:
     def __init__(self, width: int) -> None:
         self.width = width
         self.dirs = {d: _Direction(BitAllocator(width, d)) for d in DIRECTIONS}
-        self.changed: set[tuple[str, str, IPNetwork | PortMember]] = set()
+        self.changed: set[Owner] = set()
 
     def bit(self, direction: str, ref: SetRef) -> int | None:
         return self.dirs[direction].allocator.get(ref)
@@ -104,12 +123,12 @@ class Classifier:
         state = self.dirs[direction]
         bit = state.allocator.allocate(ref)
         if ref not in state.members:
-            self.update_members(direction, ref, frozenset(members))
+            self.update_members(direction, ref, members)
         return bit
 
     def release(self, direction: str, ref: SetRef) -> None:
         state = self.dirs[direction]
-        self.update_members(direction, ref, frozenset())
+        self.update_members(direction, ref, ())
         state.members.pop(ref, None)
         state.allocator.release(ref)
 
@@ -117,68 +136,75 @@ class Classifier:
         return list(self.dirs[direction].members)
 
     def update_members(
-        self, direction: str, ref: SetRef, members: frozenset[IPNetwork | PortMember]
+        self, direction: str, ref: SetRef, members: Iterable[IPNetwork | PortMember]
     ) -> None:
         """Replace a referenced set's members; only the touched owners become dirty."""
         state = self.dirs[direction]
+        new = frozenset(m if isinstance(m, PortMember) else to_prefix(m) for m in members)
         old = state.members.get(ref, frozenset())
-        for member in old - members:
+        for member in old - new:
             self._unindex(direction, state, ref, member)
-        for member in members - old:
+        for member in new - old:
             self._index(direction, state, ref, member)
-        state.members[ref] = members
+        state.members[ref] = new
 
-    def _index(
-        self, d: str, state: _Direction, ref: SetRef, member: IPNetwork | PortMember
-    ) -> None:
+    def _index(self, d: str, state: _Direction, ref: SetRef, member: Prefix | PortMember) -> None:
         if isinstance(member, PortMember):
             state.ports[member].add(ref)
             self.changed.add(("port", d, member))
-        else:
-            state.prefixes[member].add(ref)
-            self._touch_covered(d, state, member)
+            return
+        refs = state.prefixes[member]
+        if not refs:
+            lengths = state.lengths[member[0]]
+            lengths[member[2]] = lengths.get(member[2], 0) + 1
+        refs.add(ref)
+        self._touch_covered(d, state, member)
 
-    def _unindex(
-        self, d: str, state: _Direction, ref: SetRef, member: IPNetwork | PortMember
-    ) -> None:
+    def _unindex(self, d: str, state: _Direction, ref: SetRef, member: Prefix | PortMember) -> None:
         if isinstance(member, PortMember):
-            refs = state.ports.get(member)
-            if refs is not None:
-                refs.discard(ref)
-                if not refs:
+            port_refs = state.ports.get(member)
+            if port_refs is not None:
+                port_refs.discard(ref)
+                if not port_refs:
                     del state.ports[member]
             self.changed.add(("port", d, member))
-        else:
-            refs = state.prefixes.get(member)
-            if refs is not None:
-                refs.discard(ref)
-                if not refs:
-                    del state.prefixes[member]
-            self._touch_covered(d, state, member)
+            return
+        refs = state.prefixes.get(member)
+        if refs is not None:
+            refs.discard(ref)
+            if not refs:
+                del state.prefixes[member]
+                lengths = state.lengths[member[0]]
+                lengths[member[2]] -= 1
+                if not lengths[member[2]]:
+                    del lengths[member[2]]
+        self._touch_covered(d, state, member)
 
-    def _touch_covered(self, d: str, state: _Direction, prefix: IPNetwork) -> None:
+    def _touch_covered(self, d: str, state: _Direction, prefix: Prefix) -> None:
         # The prefix's own entry changes, and so does every more specific member prefix's
         # (their bitmaps include the sets of covering prefixes). Host prefixes cover none.
         self.changed.add(("addr", d, prefix))
-        if prefix.prefixlen == prefix.max_prefixlen:
+        version, network, length = prefix
+        if length == BITS[version]:
             return
+        mask = _mask(version, length)
         for other in state.prefixes:
-            if (
-                other.version == prefix.version
-                and other.prefixlen > prefix.prefixlen
-                and other.subnet_of(prefix)  # type: ignore[arg-type]
-            ):
+            if other[0] == version and other[2] > length and other[1] & mask == network:
                 self.changed.add(("addr", d, other))
 
-    def addr_bits(self, direction: str, prefix: IPNetwork) -> int:
+    def addr_bits(self, direction: str, prefix: Prefix) -> int:
         state = self.dirs[direction]
         if prefix not in state.prefixes:
             return 0
+        version, network, length = prefix
         bits = 0
-        for length in range(prefix.prefixlen, -1, -1):
-            cover = prefix.supernet(new_prefix=length) if length < prefix.prefixlen else prefix
+        allocated = state.allocator.bits
+        for cover_length in state.lengths[version]:
+            if cover_length > length:
+                continue
+            cover = (version, network & _mask(version, cover_length), cover_length)
             for ref in state.prefixes.get(cover, ()):
-                bits |= 1 << state.allocator.bits[ref]
+                bits |= 1 << allocated[ref]
         return bits
 
     def port_bits(self, direction: str, member: PortMember) -> int:
@@ -188,7 +214,7 @@ class Classifier:
             bits |= 1 << state.allocator.bits[ref]
         return bits
 
-    def entries_for(self, owner: tuple[str, str, IPNetwork | PortMember]) -> list[TableEntry]:
+    def entries_for(self, owner: Owner) -> list[TableEntry]:
         kind, direction, member = owner
         if kind == "port":
             assert isinstance(member, PortMember)
@@ -212,21 +238,21 @@ class Classifier:
         bits = self.addr_bits(direction, member)
         if not bits:
             return []
-        if isinstance(member, ipaddress.IPv6Network):
-            match, priority = prefix6("addr", member)
+        version, network, length = member
+        if version == 6:
             return [
                 TableEntry.make(
                     f"ipset_{direction}_v6",
-                    match,
+                    ternary128("addr", network, _mask(6, length)),
                     f"set_{direction}_sets",
                     params128("sets", bits),
-                    priority,
+                    length + 1,  # longer prefixes win, as with LPM
                 )
             ]
         return [
             TableEntry.make(
                 f"ipset_{direction}_v4",
-                {"addr": Lpm(int(member.network_address), member.prefixlen)},
+                {"addr": Lpm(network, length)},
                 f"set_{direction}_sets",
                 params128("sets", bits),
             )

@@ -286,7 +286,7 @@ class RuleExpander:
 # --- programs ------------------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(eq=False)  # identity: programs are tracked in sets by object
 class Program:
     spec: ProgramSpec
     id: int

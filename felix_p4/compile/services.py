@@ -63,9 +63,10 @@ class _Ids:
         self.by_key[key] = value
         self._next = max(self._next, value + 1)
 
-    def release_unused(self, used: set[object]) -> None:
-        for key in [k for k in self.by_key if k not in used]:
-            self._free.append(self.by_key.pop(key))
+    def release(self, key: object) -> None:
+        value = self.by_key.pop(key, None)
+        if value is not None:
+            self._free.append(value)
 
 
 def _scope_key(service: ServiceKey, port: ServicePort, family: int, scope: str) -> str:
@@ -78,6 +79,10 @@ class ServiceCompiler:
         self.members = _Ids()
         self.services = _Ids()
         self._used: dict[ServiceKey, set[tuple[str, object]]] = {}
+        # How many services use each id key; keys that dropped to zero wait in _unused
+        # until the apply that removes their entities is done.
+        self._refs: dict[tuple[str, object], int] = {}
+        self._unused: set[tuple[str, object]] = set()
 
     def recover(self, installed: Iterable[Entity]) -> None:
         """Adopt member, group and service ids from what the device holds."""
@@ -128,7 +133,7 @@ class ServiceCompiler:
                         continue
                     entry = self._front(service, port, addr, front_port, group, service_id, node)
                     entities[entry.key] = entry
-        self._used[service.key] = used
+        self._set_used(service.key, used)
         return list(entities.values())
 
     def _group(
@@ -212,12 +217,25 @@ class ServiceCompiler:
             metadata=json.dumps(info, sort_keys=True).encode(),
         )
 
+    def _set_used(self, key: ServiceKey, used: set[tuple[str, object]]) -> None:
+        old = self._used.pop(key, set())
+        for item in used - old:
+            self._refs[item] = self._refs.get(item, 0) + 1
+            self._unused.discard(item)
+        for item in old - used:
+            self._refs[item] -= 1
+            if not self._refs[item]:
+                del self._refs[item]
+                self._unused.add(item)
+        if used:
+            self._used[key] = used
+
     def forget(self, key: ServiceKey) -> None:
-        self._used.pop(key, None)
+        self._set_used(key, set())
 
     def release_unused(self) -> None:
-        """Free ids no compiled service uses (call after their entities were removed)."""
-        used = set().union(*self._used.values()) if self._used else set()
-        self.groups.release_unused({k for kind, k in used if kind == "group"})
-        self.members.release_unused({k for kind, k in used if kind == "member"})
-        self.services.release_unused({k for kind, k in used if kind == "service"})
+        """Free ids no service uses any more (call after their entities were removed)."""
+        pools = {"group": self.groups, "member": self.members, "service": self.services}
+        for kind, key in self._unused:
+            pools[kind].release(key)
+        self._unused.clear()
