@@ -50,7 +50,9 @@ DEFAULTS: dict[str, Any] = {
         "hairpin_v4": "169.254.1.1",
         "hairpin_v6": "fd00:a9fe:101::1",
     },
-    "felix": {"max_frame_bytes": 64 * 1024 * 1024, "coalesce_ms": 5},
+    # coalesce_ms: extra wait before an apply; 0 applies at once, and whatever arrives while
+    # an apply runs is applied together by the next one.
+    "felix": {"max_frame_bytes": 64 * 1024 * 1024, "coalesce_ms": 0},
     "metrics": {"address": ""},
     # Append every frame Felix sends to this file (owner-only), for `felix-p4 replay`.
     "record": "",

@@ -277,7 +277,8 @@ class Driver:
         coalesce = float(self.settings["felix"]["coalesce_ms"]) / 1000
         while True:
             await self._wake.wait()
-            # Let a burst of updates land before compiling them together.
+            # Let a burst of updates land before compiling them together (at least the
+            # frames already read); updates arriving during an apply wait for the next one.
             await asyncio.sleep(coalesce)
             self._wake.clear()
             if self._tls_changed:
