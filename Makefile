@@ -23,8 +23,8 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check felix_p4 calico_proto tests fuzz
-	$(BIN)/ruff format --check felix_p4 tests fuzz
+	$(BIN)/ruff check felix_p4 calico_proto tests fuzz bench
+	$(BIN)/ruff format --check felix_p4 tests fuzz bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -52,8 +52,9 @@ fuzz: $(STAMP)
 	mkdir -p build/fuzz-corpus
 	$(BIN)/python fuzz/fuzz_felix.py -runs=$(FUZZ_RUNS) -max_len=4096 build/fuzz-corpus
 
+# Benchmarks (not part of `test`): `make bench BENCH_ARGS="--scale S --profile"`; see bench/RESULTS.md.
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
