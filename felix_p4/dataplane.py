@@ -125,7 +125,9 @@ class Dataplane:
         sync = self.sync
         keys = self._affected(state) | revisit
         if state.changes.ipsets:
-            self.policy.sets_changed(state.changes.ipsets, state.ipsets.get)
+            self.policy.sets_changed(
+                state.changes.ipsets, state.ipsets.get, state.changes.ipset_deltas
+            )
         if state.changes.node:
             settings = ForwardingSettings(self.gateway_mac, await self._host_port())
             sync.set_owner(NODE_OWNER, node_entries(settings))

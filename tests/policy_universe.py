@@ -21,6 +21,7 @@ from felix_p4.model.policy import (
     TierInfo,
 )
 from felix_p4.model.reference import Packet
+from felix_p4.model.values import prefix_of
 
 POD_A = ("cali-a", "10.0.0.1", "fd00::1", 1)
 POD_B = ("cali-b", "10.0.0.2", "fd00::2", 2)
@@ -106,7 +107,9 @@ def ipsets(draw: st.DrawFn) -> dict[str, IpSet]:
     out = {}
     for set_id in NET_SETS:
         members = draw(st.lists(st.sampled_from(NETS), max_size=3, unique=True))
-        out[set_id] = IpSet(set_id, "NET", frozenset(ipaddress.ip_network(m) for m in members))
+        out[set_id] = IpSet(
+            set_id, "NET", frozenset(prefix_of(ipaddress.ip_network(m)) for m in members)
+        )
     all_addrs = ADDRS[4] + ADDRS[6]
     for set_id in PORT_SETS:
         members = draw(

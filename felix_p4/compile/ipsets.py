@@ -16,7 +16,7 @@ import attrs
 
 from felix_p4.compile.fields import exact128, params128, ternary128
 from felix_p4.model.policy import PortMember
-from felix_p4.model.values import IPNetwork
+from felix_p4.model.values import PREFIX_BITS, IPNetwork, Prefix, prefix_mask, prefix_of
 from felix_p4.p4.entries import Exact, Lpm, TableEntry
 
 DIRECTIONS = ("src", "dst")
@@ -69,19 +69,13 @@ class BitAllocator:
         return bit
 
 
-# An address member as plain integers, (IP version, network, prefix length): the classifier
-# does its prefix arithmetic on these, which is far cheaper than ipaddress objects.
-Prefix = tuple[int, int, int]
-BITS = {4: 32, 6: 128}
+BITS = PREFIX_BITS
+_mask = prefix_mask
 
 
-def to_prefix(net: IPNetwork) -> Prefix:
-    return (net.version, int(net.network_address), net.prefixlen)
-
-
-def _mask(version: int, length: int) -> int:
-    width = BITS[version]
-    return ((1 << width) - 1) ^ ((1 << (width - length)) - 1)
+def _member(m: IPNetwork | Prefix | PortMember) -> Prefix | PortMember:
+    """Classifier members are integer prefixes (rules' CIDR lists arrive as networks)."""
+    return m if isinstance(m, (tuple, PortMember)) else prefix_of(m)
 
 
 @attrs.define
@@ -95,7 +89,7 @@ class _Direction:
     lengths: dict[int, dict[int, int]] = attrs.Factory(lambda: {4: {}, 6: {}})
     ports: dict[PortMember, set[SetRef]] = attrs.Factory(lambda: defaultdict(set))
     # ref -> its members, as classified (so a removal knows what to take back)
-    members: dict[SetRef, frozenset[Prefix | PortMember]] = attrs.Factory(dict)
+    members: dict[SetRef, set[Prefix | PortMember]] = attrs.Factory(dict)
 
 
 Owner = tuple[str, str, "Prefix | PortMember"]
@@ -117,7 +111,7 @@ class Classifier:
         return self.dirs[direction].allocator.get(ref)
 
     def reference(
-        self, direction: str, ref: SetRef, members: Iterable[IPNetwork | PortMember]
+        self, direction: str, ref: SetRef, members: Iterable[IPNetwork | Prefix | PortMember]
     ) -> int:
         """Give `ref` a bit in `direction` (if it has none) and classify its members."""
         state = self.dirs[direction]
@@ -128,7 +122,7 @@ class Classifier:
 
     def release(self, direction: str, ref: SetRef) -> None:
         state = self.dirs[direction]
-        self.update_members(direction, ref, ())
+        self._change(direction, state, ref, set(), set(state.members.get(ref, ())))
         state.members.pop(ref, None)
         state.allocator.release(ref)
 
@@ -136,17 +130,47 @@ class Classifier:
         return list(self.dirs[direction].members)
 
     def update_members(
-        self, direction: str, ref: SetRef, members: Iterable[IPNetwork | PortMember]
+        self, direction: str, ref: SetRef, members: Iterable[IPNetwork | Prefix | PortMember]
     ) -> None:
         """Replace a referenced set's members; only the touched owners become dirty."""
         state = self.dirs[direction]
-        new = frozenset(m if isinstance(m, PortMember) else to_prefix(m) for m in members)
-        old = state.members.get(ref, frozenset())
-        for member in old - new:
-            self._unindex(direction, state, ref, member)
-        for member in new - old:
-            self._index(direction, state, ref, member)
-        state.members[ref] = new
+        new = {_member(m) for m in members}
+        old = state.members.get(ref, set())
+        self._change(direction, state, ref, new - old, old - new)
+
+    def apply_delta(
+        self,
+        direction: str,
+        ref: SetRef,
+        added: Iterable[Prefix | PortMember],
+        removed: Iterable[Prefix | PortMember],
+    ) -> None:
+        """Felix's IPSetDeltaUpdate: work proportional to the delta, not to the set."""
+        state = self.dirs[direction]
+        current = state.members.get(ref, set())
+        self._change(
+            direction,
+            state,
+            ref,
+            {m for m in added if m not in current},
+            {m for m in removed if m in current},
+        )
+
+    def _change(
+        self,
+        d: str,
+        state: _Direction,
+        ref: SetRef,
+        added: set[Prefix | PortMember],
+        removed: set[Prefix | PortMember],
+    ) -> None:
+        members = state.members.setdefault(ref, set())
+        for member in removed:
+            self._unindex(d, state, ref, member)
+        members -= removed
+        for member in added:
+            self._index(d, state, ref, member)
+        members |= added
 
     def _index(self, d: str, state: _Direction, ref: SetRef, member: Prefix | PortMember) -> None:
         if isinstance(member, PortMember):

@@ -19,7 +19,16 @@ import attrs
 from felix_p4.compile.fields import ternary128
 from felix_p4.compile.ipsets import Classifier, OutOfBits, SetRef
 from felix_p4.model.endpoints import WorkloadEndpoint
-from felix_p4.model.policy import IcmpMatch, IpSet, Policy, PolicyKey, PortRange, Profile, Rule
+from felix_p4.model.policy import (
+    IcmpMatch,
+    IpSet,
+    IpSetMember,
+    Policy,
+    PolicyKey,
+    PortRange,
+    Profile,
+    Rule,
+)
 from felix_p4.model.values import IPNetwork, parse_net
 from felix_p4.p4.entries import Exact, Match, Range, TableEntry, Ternary
 from felix_p4.p4.schema import PipelineSchema
@@ -459,11 +468,21 @@ class PolicyCompiler:
                 if (side, ref) not in self._set_refs:
                     allocator.release(ref)
 
-    def sets_changed(self, set_ids: Iterable[str], set_of: Callable[[str], IpSet | None]) -> None:
-        """New members of Felix IP sets that programs reference: reclassify only those."""
+    def sets_changed(
+        self,
+        set_ids: Iterable[str],
+        set_of: Callable[[str], IpSet | None],
+        deltas: Mapping[str, tuple[frozenset[IpSetMember], frozenset[IpSetMember]]] = {},
+    ) -> None:
+        """New members of Felix IP sets that programs reference: reclassify only those
+        (by Felix's delta when the set only changed by deltas in this batch)."""
         wanted = set(set_ids)
         for side, ref in list(self._set_refs):
-            if ref[0] == "ipset" and ref[1] in wanted:
-                ipset = set_of(str(ref[1]))
-                members = ipset.members if ipset is not None else frozenset()
-                self.classifier.update_members(side, ref, frozenset(members))
+            if ref[0] != "ipset" or ref[1] not in wanted:
+                continue
+            delta = deltas.get(str(ref[1]))
+            if delta is not None:
+                self.classifier.apply_delta(side, ref, *delta)
+                continue
+            ipset = set_of(str(ref[1]))
+            self.classifier.update_members(side, ref, ipset.members if ipset is not None else ())

@@ -12,7 +12,7 @@ from typing import TypeAlias
 import attrs
 
 from calico_proto import felixbackend_pb2 as fb
-from felix_p4.model.values import InvalidObject, IPNetwork, parse_net
+from felix_p4.model.values import InvalidObject, IPNetwork, Prefix, parse_net, parse_prefix
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -146,7 +146,7 @@ class PortMember:
     port: int
 
 
-IpSetMember: TypeAlias = IPNetwork | PortMember
+IpSetMember: TypeAlias = Prefix | PortMember
 
 
 @attrs.frozen(slots=True)
@@ -289,7 +289,7 @@ def set_type_name(value: int) -> str:
 def parse_member(text: str, set_type: str) -> IpSetMember:
     """ "10.0.0.1/32", "10.0.0.0/24", "fd00::1" or, for IP_AND_PORT, "10.0.0.1,tcp:8080"."""
     if set_type != "IP_AND_PORT":
-        return parse_net(text, "IP set member")
+        return parse_prefix(text, "IP set member")
     addr_text, sep, proto_port = text.partition(",")
     proto_text, sep2, port_text = proto_port.partition(":")
     if not sep or not sep2:

@@ -23,6 +23,7 @@ from felix_p4.model.policy import (
     Profile,
     Rule,
 )
+from felix_p4.model.values import prefix_mask
 
 ICMP_PROTO = {4: 1, 6: 58}
 PORT_PROTOS = frozenset({6, 17, 132, 136})
@@ -61,8 +62,11 @@ class PolicyView:
         ipset = self.ipsets.get(set_id)  # an unknown set is empty
         if ipset is None:
             return False
+        value = int(addr)
         return any(
-            not isinstance(m, PortMember) and m.version == addr.version and addr in m
+            not isinstance(m, PortMember)
+            and m[0] == addr.version
+            and value & prefix_mask(m[0], m[2]) == m[1]
             for m in ipset.members
         )
 

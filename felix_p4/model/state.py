@@ -18,6 +18,7 @@ from felix_p4.model.endpoints import (
 from felix_p4.model.felix_config import FelixConfig
 from felix_p4.model.policy import (
     IpSet,
+    IpSetMember,
     Policy,
     PolicyKey,
     Profile,
@@ -73,6 +74,10 @@ class Changes:
     profiles: set[str] = attrs.Factory(set)
     ipsets: set[str] = attrs.Factory(set)
     services: set[ServiceKey] = attrs.Factory(set)
+    # Sets changed only by deltas in this batch: their net (added, removed) members.
+    ipset_deltas: dict[str, tuple[frozenset[IpSetMember], frozenset[IpSetMember]]] = attrs.Factory(
+        dict
+    )
 
     def __bool__(self) -> bool:
         return (
@@ -85,6 +90,7 @@ class Changes:
         self.policies.clear()
         self.profiles.clear()
         self.ipsets.clear()
+        self.ipset_deltas.clear()
         self.services.clear()
         self.node = False
 
@@ -196,6 +202,7 @@ class DataplaneState:
         if self.ipsets.get(pb.id) != ipset:
             self.ipsets[pb.id] = ipset
             self.changes.ipsets.add(pb.id)
+            self.changes.ipset_deltas.pop(pb.id, None)  # replaced: reclassify it whole
 
     def apply_ipset_delta(self, pb: fb.IPSetDeltaUpdate) -> None:
         old = self.ipsets.get(pb.id)
@@ -205,11 +212,20 @@ class DataplaneState:
         removed = members(list(pb.removed_members), old.type)
         # Felix's adds and removes are disjoint; adds first, then removes, as Felix applies them.
         self.ipsets[pb.id] = attrs.evolve(old, members=(old.members | added) - removed)
-        self.changes.ipsets.add(pb.id)
+        changes = self.changes
+        if pb.id in changes.ipsets and pb.id not in changes.ipset_deltas:
+            return  # already replaced in this batch: it is reclassified whole
+        changes.ipsets.add(pb.id)
+        prior_added, prior_removed = changes.ipset_deltas.get(pb.id, (frozenset(), frozenset()))
+        changes.ipset_deltas[pb.id] = (
+            (prior_added - removed) | added,
+            (prior_removed - added) | removed,
+        )
 
     def apply_ipset_remove(self, pb: fb.IPSetRemove) -> None:
         if self.ipsets.pop(pb.id, None) is not None:
             self.changes.ipsets.add(pb.id)
+            self.changes.ipset_deltas.pop(pb.id, None)
 
     def service(self, key: ServiceKey) -> Service | None:
         return self.kube_services.get(key) or self.felix_services.get(key)

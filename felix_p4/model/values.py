@@ -32,3 +32,37 @@ def parse_net(text: str, field: str) -> IPNetwork:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise InvalidObject(f"invalid CIDR {text!r} in {field}") from None
+
+
+# An address prefix as plain integers, (IP version, network, prefix length): IP set members
+# are kept this way, much smaller and cheaper to compare than ipaddress objects.
+Prefix = tuple[int, int, int]
+PREFIX_BITS = {4: 32, 6: 128}
+
+
+def prefix_mask(version: int, length: int) -> int:
+    width = PREFIX_BITS[version]
+    return ((1 << width) - 1) ^ ((1 << (width - length)) - 1)
+
+
+def prefix_of(net: IPNetwork) -> Prefix:
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
+def parse_prefix(text: str, field: str) -> Prefix:
+    """A CIDR or bare address as a Prefix; IPv4 "a.b.c.d[/n]" without ipaddress objects."""
+    addr, slash, length_text = text.partition("/")
+    parts = addr.split(".")
+    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 for p in parts):
+        octets = [int(p) for p in parts]
+        length = int(length_text) if slash and length_text.isdigit() else (-1 if slash else 32)
+        if all(o <= 255 for o in octets) and 0 <= length <= 32:
+            value = (octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3]
+            return (4, value & prefix_mask(4, length), length)
+    return prefix_of(parse_net(text, field))
+
+
+def prefix_text(prefix: Prefix) -> str:
+    version, network, length = prefix
+    addr = ipaddress.IPv4Address(network) if version == 4 else ipaddress.IPv6Address(network)
+    return f"{addr}/{length}"

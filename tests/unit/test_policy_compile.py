@@ -30,7 +30,7 @@ POLICIES = {
     )
 }
 PROFILES = {"kns.default": Profile("kns.default", (Rule("allow"),), (Rule("allow"),))}
-SETS = {"s:a": IpSet("s:a", "NET", frozenset({ipaddress.ip_network("10.0.0.1/32")}))}
+SETS = {"s:a": IpSet("s:a", "NET", frozenset({(4, 0x0A000001, 32)}))}
 # Both pods only accept TCP from pod a (a talking to itself included).
 TIERS = (TierInfo("default", (ALLOW,), (), "Deny"),)
 
@@ -142,3 +142,13 @@ def test_profile_with_pass_ends_its_block_so_the_next_profile_decides():
     ep = attrs.evolve(_endpoint("x", "10.0.0.9", ()), profile_ids=("p1", "p2"))
     spec = program_spec(ep, "ingress", {}, {"p1": passing, "p2": allowing})
     assert [b.end for b in spec.blocks] == ["none", "deny"]
+
+
+def test_prefix_parsing_fast_path_agrees_with_ipaddress():
+    from felix_p4.model.values import parse_prefix, prefix_of
+
+    for text in ("10.1.2.3/32", "10.1.2.3", "10.1.2.99/24", "0.0.0.0/0", "fd00::1/64", "fd00::1"):
+        assert parse_prefix(text, "t") == prefix_of(ipaddress.ip_network(text, strict=False))
+    for bad in ("10.1.2.256/32", "10.1.2.3/33", "10.1.2/24", "10.1.2.3/", "x"):
+        with pytest.raises(ValueError):
+            parse_prefix(bad, "t")
