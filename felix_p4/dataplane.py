@@ -29,6 +29,7 @@ from felix_p4.compile.policy import (
     CannotCompile,
     PolicyCompiler,
     Program,
+    ProgramSpec,
     program_spec,
 )
 from felix_p4.compile.services import NodeContext, ServiceCompiler
@@ -83,6 +84,7 @@ class Dataplane:
         # programs that may have become unused during the current apply.
         self._users: dict[Hashable, set[tuple[WorkloadEndpointKey, str]]] = {}
         self._candidates: set[Program] = set()
+        self._specs: dict[tuple[object, ...], ProgramSpec] = {}
         self._recovered = False
         self._services_started = False
 
@@ -124,6 +126,8 @@ class Dataplane:
         out = ApplyOutcome()
         sync = self.sync
         keys = self._affected(state) | revisit
+        if state.changes.policies or state.changes.profiles:
+            self._specs.clear()
         if state.changes.ipsets:
             self.policy.sets_changed(
                 state.changes.ipsets, state.ipsets.get, state.changes.ipset_deltas
@@ -154,10 +158,7 @@ class Dataplane:
                 continue
             try:
                 programs = {
-                    d: self.policy.ensure(
-                        program_spec(endpoint, d, state.policies, state.profiles),
-                        state.ipsets.get,
-                    )
+                    d: self.policy.ensure(self._spec(endpoint, d, state), state.ipsets.get)
                     for d in DIRECTIONS
                 }
             except CannotCompile as exc:
@@ -167,7 +168,9 @@ class Dataplane:
                     sync.set_owner(key, blackhole_entries(endpoint))
                 continue
             for program in programs.values():
-                sync.set_owner(program.owner, program.entries)
+                if not program.registered:
+                    program.registered = True
+                    sync.set_owner(program.owner, program.entries)
             wanted[key] = (endpoint, port, programs)
         self._set_classification()
         report = await sync.apply(self.policy_tables, deletes=False)
@@ -227,6 +230,18 @@ class Dataplane:
             self._count(await sync.apply(), out)
         out.retry = out.failed > 0 or any(s != UP for s in out.statuses.values())
         return out
+
+    def _spec(
+        self, endpoint: WorkloadEndpoint, direction: str, state: DataplaneState
+    ) -> ProgramSpec:
+        """The endpoint's program spec; endpoints with the same tiers and profiles share one,
+        so it is built once per batch (the cache is emptied when policy changes)."""
+        key = (endpoint.tiers, endpoint.profile_ids, endpoint.state == "active", direction)
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = program_spec(endpoint, direction, state.policies, state.profiles)
+            self._specs[key] = spec
+        return spec
 
     def _compile_services(self, state: DataplaneState) -> None:
         """Services whose object, slices or node context changed (all of them when the node's

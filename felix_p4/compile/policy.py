@@ -301,6 +301,7 @@ class Program:
     id: int
     entries: list[TableEntry]
     refs: set[tuple[str, SetRef]]
+    registered: bool = False  # its entries have been handed to the sync engine
 
     @property
     def owner(self) -> Hashable:

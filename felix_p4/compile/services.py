@@ -44,6 +44,7 @@ class _Ids:
 
     def __init__(self) -> None:
         self.by_key: dict[object, int] = {}
+        self._values: set[int] = set()
         self._next = 1
         self._free: list[int] = []
 
@@ -55,17 +56,20 @@ class _Ids:
         if value == self._next:
             self._next += 1
         self.by_key[key] = value
+        self._values.add(value)
         return value
 
     def adopt(self, key: object, value: int) -> None:
-        if key in self.by_key or value in self.by_key.values():
+        if key in self.by_key or value in self._values:
             return
         self.by_key[key] = value
+        self._values.add(value)
         self._next = max(self._next, value + 1)
 
     def release(self, key: object) -> None:
         value = self.by_key.pop(key, None)
         if value is not None:
+            self._values.discard(value)
             self._free.append(value)
 
 

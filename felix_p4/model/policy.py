@@ -86,7 +86,7 @@ class Rule:
         }
 
 
-@attrs.frozen(slots=True, order=True)
+@attrs.frozen(slots=True, order=True, cache_hash=True)
 class PolicyKey:
     name: str
     namespace: str = ""
@@ -120,7 +120,7 @@ class Profile:
     outbound: tuple[Rule, ...]
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, cache_hash=True)
 class TierInfo:
     name: str
     ingress_policies: tuple[PolicyKey, ...]

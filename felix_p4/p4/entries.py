@@ -66,7 +66,7 @@ def _dont_care(match: Match) -> bool:
 EntryKey: TypeAlias = tuple[str, tuple[tuple[str, Match], ...], int, bool]
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, cache_hash=True)
 class TableEntry:
     table: str
     match: tuple[tuple[str, Match], ...] = ()
@@ -120,7 +120,7 @@ class TableEntry:
         return f"{self.table} {fields}{prio} -> {target}"
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, cache_hash=True)
 class ActionProfileMember:
     """A member of an action profile: one action with its parameters (e.g. one backend)."""
 
@@ -142,7 +142,7 @@ class ActionProfileMember:
         return f"{self.profile} member {self.member_id} -> {self.action}({args})"
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, cache_hash=True)
 class ActionProfileGroup:
     """A group of members (a service port's backends); the selector hashes among them."""
 

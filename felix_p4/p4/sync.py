@@ -120,6 +120,8 @@ class SyncEngine:
         claims = self._claims.get(key)
         if not claims:
             return None
+        if len(claims) == 1:
+            return next(iter(claims.values()))
         return claims[min(claims, key=repr)]
 
     def desired_entries(self) -> dict[Key, Entity]:
