@@ -297,17 +297,23 @@ class _P4RuntimeServicer(p4r_grpc.P4RuntimeServicer):
             )
         return p4r.WriteResponse()
 
-    def _write(self, request: p4r.WriteRequest) -> list[P4RuntimeError | None]:
-        target = self._target
+    def _check_primary(
+        self, request: p4r.WriteRequest | p4r.SetForwardingPipelineConfigRequest
+    ) -> None:
+        """Device, role and election id of a mutating request: only the primary may write."""
         self._check_device(request.device_id)
         self._check_role(request.role, request.role_id)
         election_id = U128.decode(request.election_id) if request.HasField("election_id") else None
-        if not target.arbitration.is_primary(election_id):
+        if not self._target.arbitration.is_primary(election_id):
             raise P4RuntimeError(
                 rpc_code.PERMISSION_DENIED,
                 f"election id {election_id} is not the primary's "
-                f"({target.arbitration.primary_election_id})",
+                f"({self._target.arbitration.primary_election_id})",
             )
+
+    def _write(self, request: p4r.WriteRequest) -> list[P4RuntimeError | None]:
+        target = self._target
+        self._check_primary(request)
         tables = self._pipeline()
         updates = request.updates
         if request.atomicity == p4r.WriteRequest.CONTINUE_ON_ERROR:
@@ -392,13 +398,7 @@ class _P4RuntimeServicer(p4r_grpc.P4RuntimeServicer):
 
     def _set_pipeline(self, request: p4r.SetForwardingPipelineConfigRequest) -> None:
         target = self._target
-        self._check_device(request.device_id)
-        self._check_role(request.role, request.role_id)
-        election_id = U128.decode(request.election_id) if request.HasField("election_id") else None
-        if not target.arbitration.is_primary(election_id):
-            raise P4RuntimeError(
-                rpc_code.PERMISSION_DENIED, f"election id {election_id} is not the primary's"
-            )
+        self._check_primary(request)
         action = request.action
         actions = p4r.SetForwardingPipelineConfigRequest
         if action in (actions.VERIFY_AND_SAVE, actions.COMMIT):
