@@ -170,3 +170,25 @@ def test_policy_sees_the_backend_after_dnat(tmp_path):
                 assert result["packet"]["dport"] == 8080
 
     asyncio.run(main())
+
+
+def test_thousands_of_backends_in_one_service(tmp_path):
+    kube = tmp_path / "kube.yaml"
+    backends = [f"10.70.{i // 250}.{i % 250 + 1}" for i in range(3000)]
+    kube.write_text(yaml.safe_dump(_objects(backends)))
+    settings = {"services": {"source": "file", "files": [str(kube)]}}
+
+    async def main():
+        async with embedded_target() as (address, target):
+            async with felix_driver(address, tmp_path, settings) as felix:
+                await felix.send(*SNAPSHOT, IN_SYNC)
+                await felix.wait_for(lambda r: felix.in_sync(), timeout=60)
+                assert target.tables.member_count("service_selector") == 3000
+                assert target.tables.group_count("service_selector") == 1
+                chosen = set()
+                for port in range(40000, 40200):
+                    result = await _trace(address, port, commit=False)
+                    chosen.add(result["packet"]["dst"])
+                assert len(chosen) > 150  # the hash spreads over the whole group
+
+    asyncio.run(main())
