@@ -43,7 +43,7 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
         meta.hairpin_addr_lo = hairpin_lo;
     }
 
-    // A service with no usable endpoints: new connections are dropped (and counted).
+    // A service with no usable endpoints: new connections are dropped.
     @id(0x01000041) @name(".service_reject")
     action service_reject() {
         meta.drop = 1;
