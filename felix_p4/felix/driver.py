@@ -302,6 +302,14 @@ class Driver:
                 dataplane = await self._reconnect()
                 self._wake.set()
                 continue
+            except Exception:
+                # A bug, not bad input (that is rejected earlier): keep what is programmed,
+                # keep serving Felix, and try again from a fresh read of the device.
+                log.exception("apply failed unexpectedly; re-reading the device and retrying")
+                metrics.BAD_INPUT.labels("apply_failure").inc()
+                asyncio.get_running_loop().call_later(RETRY_SECONDS, self._wake.set)
+                dataplane = await self._reconnect()
+                continue
             if not self._in_sync_reported:
                 self._in_sync_reported = True
                 log.info("first apply after InSync done; telling Felix DataplaneInSync")
