@@ -12,7 +12,6 @@ import attrs
 from calico_proto import felixbackend_pb2 as fb
 
 HOSTNAME = "node-1"
-NODE_IP = "10.0.0.1"
 HOST_PORT = 1
 TIER = "default"
 

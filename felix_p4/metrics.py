@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, start_http_server
 
 BAD_INPUT = Counter(
     "felix_p4_bad_input_total", "Felix frames or objects rejected, by kind", ["kind"]
@@ -13,7 +13,6 @@ IGNORED_PAYLOADS = Counter(
 WRITES = Counter("felix_p4_p4runtime_updates_total", "P4Runtime updates sent", ["result"])
 APPLIES = Counter("felix_p4_applies_total", "Applies of Felix state to the device")
 RECONNECTS = Counter("felix_p4_p4runtime_reconnects_total", "Failed P4Runtime (re)connections")
-ENDPOINTS = Gauge("felix_p4_endpoints", "Workload endpoints by reported status", ["status"])
 
 
 def serve(address: str) -> None:

@@ -38,10 +38,6 @@ class PortResolver:
                 return port
         return None
 
-    def forget(self, name: str) -> None:
-        """Drop a cached mapping (the interface went away; its ifindex may be reused)."""
-        self._cache.pop(name, None)
-
 
 async def netlink_ifindex(name: str) -> int | None:
     from pyroute2 import AsyncIPRoute

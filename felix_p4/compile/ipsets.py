@@ -126,9 +126,6 @@ class Classifier:
         state.members.pop(ref, None)
         state.allocator.release(ref)
 
-    def referenced(self, direction: str) -> list[SetRef]:
-        return list(self.dirs[direction].members)
-
     def update_members(
         self, direction: str, ref: SetRef, members: Iterable[IPNetwork | Prefix | PortMember]
     ) -> None:

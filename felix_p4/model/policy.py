@@ -72,19 +72,6 @@ class Rule:
     not_icmp: IcmpMatch | None = None
     rule_id: str = attrs.field(default="", eq=False)
 
-    def ip_sets(self) -> set[str]:
-        return {
-            *self.src_ip_sets,
-            *self.not_src_ip_sets,
-            *self.dst_ip_sets,
-            *self.not_dst_ip_sets,
-            *self.src_named_port_sets,
-            *self.not_src_named_port_sets,
-            *self.dst_named_port_sets,
-            *self.not_dst_named_port_sets,
-            *self.dst_ip_port_sets,
-        }
-
 
 @attrs.frozen(slots=True, order=True, cache_hash=True)
 class PolicyKey:

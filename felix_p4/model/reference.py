@@ -6,7 +6,6 @@ two endpoints it gives the verdict Felix's own dataplane would, and which rule d
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 
 import attrs
@@ -214,7 +213,3 @@ def evaluate(
     if dst is not None:
         return evaluate_direction(dst, "ingress", pkt, view)
     return Decision(True, "no local endpoint policy")
-
-
-def addr(text: str) -> IPAddress:
-    return ipaddress.ip_address(text)

@@ -60,9 +60,3 @@ def parse_prefix(text: str, field: str) -> Prefix:
             value = (octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3]
             return (4, value & prefix_mask(4, length), length)
     return prefix_of(parse_net(text, field))
-
-
-def prefix_text(prefix: Prefix) -> str:
-    version, network, length = prefix
-    addr = ipaddress.IPv4Address(network) if version == 4 else ipaddress.IPv6Address(network)
-    return f"{addr}/{length}"

@@ -261,20 +261,3 @@ class P4RuntimeClient:
         except grpc.aio.AioRpcError as exc:
             raise P4RuntimeClientError(f"Read: {exc.details()}") from exc
         return entities
-
-    async def read_default_entry(self, table_id: int) -> p4r.TableEntry | None:
-        request = p4r.ReadRequest(
-            device_id=self.device_id,
-            entities=[
-                p4r.Entity(table_entry=p4r.TableEntry(table_id=table_id, is_default_action=True))
-            ],
-        )
-        try:
-            async for response in self.stub.Read(request):
-                for entity in response.entities:
-                    return entity.table_entry
-        except grpc.aio.AioRpcError as exc:
-            raise P4RuntimeClientError(
-                f"Read default of table {table_id}: {exc.details()}"
-            ) from exc
-        return None

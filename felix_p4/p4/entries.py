@@ -100,10 +100,6 @@ class TableEntry:
             metadata,
         )
 
-    @classmethod
-    def default(cls, table: str, action: str, params: dict[str, int] | None = None) -> TableEntry:
-        return cls(table, (), action, tuple(sorted((params or {}).items())), 0, True)
-
     @property
     def key(self) -> EntryKey:
         return (self.table, self.match, self.priority, self.is_default)

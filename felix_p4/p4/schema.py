@@ -103,10 +103,6 @@ class PipelineSchema:
     def table_names(self) -> list[str]:
         return list(self._tables)
 
-    @property
-    def profile_names(self) -> list[str]:
-        return list(self._profiles)
-
     def entity_order(self) -> list[str]:
         """Write order: every profile's members, then groups, then tables."""
         return (

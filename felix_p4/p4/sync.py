@@ -70,7 +70,6 @@ class SyncEngine:
         self._dirty: set[Key] = set()
         self._failed_keys: dict[Key, str] = {}
         self._conflicted: set[Key] = set()
-        self.total_written = 0
 
     async def load_installed(self) -> None:
         """Read the device back; afterwards every installed key is compared at next apply."""
@@ -112,9 +111,6 @@ class SyncEngine:
 
     def remove_owner(self, owner: Owner) -> None:
         self.set_owner(owner, ())
-
-    def owners(self) -> list[Owner]:
-        return list(self._owned)
 
     def desired(self, key: Key) -> Entity | None:
         claims = self._claims.get(key)
@@ -200,7 +196,6 @@ class SyncEngine:
             for owner in self._claims.get(key, {}):
                 report.errors.setdefault(owner, reason)
         self._report_conflicts(report)
-        self.total_written += report.written
         return report
 
     async def _reread(self, tables: set[str]) -> None:
