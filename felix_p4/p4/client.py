@@ -134,6 +134,17 @@ class P4RuntimeClient:
         reply = await asyncio.wait_for(self._arbitration.get(), timeout)
         if reply is None:
             raise P4RuntimeClientError(f"stream to {self.address} ended before arbitration")
+        highest = (reply.election_id.high << 64) | reply.election_id.low
+        if reply.status.code == rpc_code.NOT_FOUND and highest > self.election_id:
+            # No controller is primary (the one with the highest election id left): the
+            # spec lets a backup take over by claiming that id.
+            log.info("no primary on device %d; claiming election id %d", self.device_id, highest)
+            self.election_id = highest
+            arbitration.election_id.CopyFrom(self._election())
+            await self._requests.put(p4r.StreamMessageRequest(arbitration=arbitration))
+            reply = await asyncio.wait_for(self._arbitration.get(), timeout)
+            if reply is None:
+                raise P4RuntimeClientError(f"stream to {self.address} ended during arbitration")
         self.is_primary = reply.status.code == rpc_code.OK
         if not self.is_primary:
             raise NotPrimary(

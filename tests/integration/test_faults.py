@@ -133,3 +133,29 @@ def test_sigterm_exits_cleanly_and_leaves_the_pipeline_programmed(tmp_path):
                 assert _entries(target) == entries
 
     asyncio.run(main())
+
+
+def test_losing_mastership_stops_writes_and_regaining_it_resumes(tmp_path):
+    async def main():
+        async with embedded_target() as (address, target):
+            async with felix_driver(address, tmp_path) as low:
+                await low.send(*SNAPSHOT, IN_SYNC)
+                await low.wait_for(lambda r: low.in_sync())
+                higher = {"p4runtime": {"election_id": 20}}
+                async with felix_driver(address, tmp_path, higher) as high:
+                    await high.send(*SNAPSHOT, IN_SYNC)
+                    await high.wait_for(lambda r: high.in_sync())
+                    # The old primary lost mastership: its changes are not written.
+                    before = target.write_count
+                    await low.send(endpoint_update("cali-c", "10.65.0.4/32", "0a:58:0a:41:00:04"))
+                    assert target.tables.entry_count("routes_v4") == 3
+                    assert target.write_count == before
+                # The higher one is gone: the first regains mastership, re-reads, converges.
+                await wait_until(
+                    lambda: target.tables.entry_count("routes_v4") == 4,
+                    timeout=30,
+                    what="the first driver to resume writing",
+                )
+                await low.wait_for(lambda r: low.statuses().get("default/cali-c") == "up")
+
+    asyncio.run(main())
