@@ -12,18 +12,21 @@ from typing import Any, TypeVar
 
 from bench.generate import Workload
 from felix_p4.compile.forwarding import ForwardingSettings, endpoint_entries, node_entries
-from felix_p4.compile.policy import DIRECTIONS, PolicyCompiler, program_spec
+from felix_p4.compile.ipsets import Classifier
+from felix_p4.compile.policy import DIRECTIONS, SET_BITS, PolicyCompiler, program_spec
 from felix_p4.compile.services import NodeContext, ServiceCompiler
-from felix_p4.config import load_settings
-from felix_p4.felix.driver import Driver
+from felix_p4.driver import apply_kube_event
+from felix_p4.felix.session import FelixSession
 from felix_p4.felix.wire import encode_frame
+from felix_p4.k8s.source import KubeEvent
+from felix_p4.model.state import DataplaneState
 from felix_p4.model.values import parse_mac
+from felix_p4.p4.artefacts import load_pipeline
 from felix_p4.p4.client import P4RuntimeClient
-from felix_p4.p4.entries import Entity
-from felix_p4.p4.pipeline import load_pipeline
 from felix_p4.p4.schema import PipelineSchema
 from felix_p4.p4.sync import SyncEngine
-from felix_p4.ports import PortResolver
+from felix_p4.pipeline.entries import Entity
+from felix_p4.settings import load_settings
 
 T = TypeVar("T")
 
@@ -40,36 +43,27 @@ def compile_times(workload: Workload, config_path: Path) -> dict[str, Any]:
     settings = load_settings(env={}, path=str(config_path))
     seconds: dict[str, float] = {}
     frames = [encode_frame(m)[8:] for m in workload.snapshot]
-    # Frames are handed over directly; status frames go to /dev/null (the driver's file
-    # object owns that fd and closes it).
-    no_input = os.open(os.devnull, os.O_RDONLY)
-    try:
-        driver = Driver(
-            settings,
-            PortResolver(workload.ports),
-            in_fd=no_input,
-            out_fd=os.open(os.devnull, os.O_WRONLY),
-        )
-    finally:
-        os.close(no_input)
+    state = DataplaneState()
+    # Frames are handed over directly; status frames would go to /dev/null.
+    with open(os.devnull, "wb") as devnull:
+        session = FelixSession(state, devnull)
 
-    def felix_input() -> None:
-        for body in frames:
-            driver.handle_frame(body)
+        def felix_input() -> None:
+            for body in frames:
+                session.handle_frame(body)
 
-    _timed(seconds, "felix_input", felix_input)
-    state = driver.state
+        _timed(seconds, "felix_input", felix_input)
 
     def kube_input() -> None:
         for obj in workload.kubernetes:
-            state.apply_kube_object("ADDED", str(obj["kind"]), obj)
+            apply_kube_event(state, KubeEvent("ADDED", str(obj["kind"]), obj))
         state.services_synced = True
 
     _timed(seconds, "services_input", kube_input)
 
-    p4info, _ = load_pipeline(settings["pipeline"]["p4info"], settings["pipeline"]["device_config"])
+    p4info, _ = load_pipeline(settings.pipeline)
     schema = PipelineSchema(p4info)
-    policy = PolicyCompiler(schema)
+    policy = PolicyCompiler(Classifier(SET_BITS))
     endpoints = sorted(state.endpoints.items())
 
     def programs() -> dict[Hashable, dict[str, Any]]:
@@ -93,7 +87,7 @@ def compile_times(workload: Workload, config_path: Path) -> dict[str, Any]:
     program_entries: dict[Hashable, list[Entity]] = {
         p.owner: list(p.entries) for p in policy.programs.values()
     }
-    gateway = parse_mac(settings["forwarding"]["gateway_mac"])
+    gateway = parse_mac(settings.forwarding.gateway_mac)
 
     def forwarding() -> dict[Hashable, list[Entity]]:
         forward = ForwardingSettings(gateway)
@@ -119,7 +113,11 @@ def compile_times(workload: Workload, config_path: Path) -> dict[str, Any]:
 
     def service_entries() -> dict[Hashable, list[Entity]]:
         return {
-            ("service", key): services.compile(state.service(key), state.service_slices(key), node)  # type: ignore[arg-type]
+            ("service", key): services.compile(
+                state.service(key),  # type: ignore[arg-type]
+                state.service_slices(key),
+                node,
+            )
             for key in sorted(state.kube_services)
         }
 

@@ -8,6 +8,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from felix_p4.pipeline import PIPELINE, Owner
+
 # Entries the pipeline needs per object beyond members and rules (pipeline/README.md,
 # "Entries per object"): an endpoint with one address has port, source check and route; a
 # backend has its member, and at most one group, one binding and one front end per port.
@@ -15,28 +17,20 @@ PER_ENDPOINT = 3
 PER_BACKEND = 3
 NODE = 3
 
+# Entries are reported by the manager that owns their table (the pipeline's declaration).
 KINDS = {
-    "node": "node",
-    "port_classify": "endpoints",
-    "source_check_v4": "endpoints",
-    "source_check_v6": "endpoints",
-    "routes_v4": "endpoints",
-    "routes_v6": "endpoints",
-    "services": "services",
-    "service_backends": "services",
-    "service_selector#members": "services",
-    "service_selector#groups": "services",
+    Owner.FORWARDING: "endpoints",
+    Owner.SERVICES: "services",
+    Owner.POLICY: "policy",
+    Owner.IPSETS: "ipsets",
+}
+_KIND_OF_TABLE = {name: KINDS[owner] for owner in KINDS for name in PIPELINE.owned_by(owner)} | {
+    "node": "node"
 }
 
 
 def kind_of(table: str) -> str:
-    if table in KINDS:
-        return KINDS[table]
-    if "_stage_" in table:
-        return "policy"
-    if table.startswith(("ipset_", "portset_")):
-        return "ipsets"
-    return "other"
+    return _KIND_OF_TABLE.get(table, "other")
 
 
 def machine() -> dict[str, Any]:

@@ -26,8 +26,9 @@ from bench.felix_side import REMOVED, UP, FelixSide
 from bench.generate import PRESETS, EndpointChange, Workload, generate
 from bench.raw import write_raw
 from bench.servers import ServerProcess, read_recorded
+from felix_p4.p4.artefacts import load_pipeline
 from felix_p4.p4.client import P4RuntimeClient
-from felix_p4.p4.pipeline import load_pipeline
+from felix_p4.settings import PipelineSettings
 
 OUT = Path(__file__).resolve().parent / "out"
 START_TIMEOUT = 60.0
@@ -372,7 +373,7 @@ async def count_installed(address: str) -> int:
 def entries_by_table(requests: list[bytes]) -> dict[str, dict[str, int]]:
     """Updates per table (profiles as `<profile>#members` / `#groups`) and type; host port and
     default routes are counted under `node`."""
-    p4info, _ = load_pipeline("", "")
+    p4info, _ = load_pipeline(PipelineSettings())
     tables = {t.preamble.id: t.preamble.name for t in p4info.tables}
     actions = {a.preamble.id: a.preamble.name for a in p4info.actions}
     profiles = {p.preamble.id: p.preamble.alias or p.preamble.name for p in p4info.action_profiles}

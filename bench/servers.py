@@ -19,8 +19,8 @@ import grpc
 from finsy.proto import p4r, p4r_grpc
 
 from bench.null_server import NullP4Runtime
-from felix_p4.target.server import GRPC_SERVER_OPTIONS, EmbeddedTarget, add_p4runtime
-from felix_p4.target.service import TargetService, add_target_service, initial_defaults
+from felix_p4.softswitch.server import GRPC_SERVER_OPTIONS, EmbeddedTarget, add_p4runtime
+from felix_p4.softswitch.service import TargetService, add_target_service, initial_defaults
 
 STATS_SERVICE = "bench.Stats"
 WRITE = "/p4.v1.P4Runtime/Write"

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
 
-import grpc
+from felix_p4.settings import PortsSettings
 
 log = logging.getLogger(__name__)
 
 PortSource = Callable[[str], Awaitable[int | None]]
-MODES = ("static", "netlink", "target", "auto")
 
 
 class PortResolver:
@@ -47,38 +45,11 @@ async def netlink_ifindex(name: str) -> int | None:
     return int(found[0]) if found else None
 
 
-def target_port_source(address: str) -> PortSource:
-    """Ports handed out by the embedded target's felix_p4.Target/PortOf, where it exists."""
-    from felix_p4.target.service import TargetClient
-
-    client = TargetClient(grpc.aio.insecure_channel(address))
-    unsupported = False
-
-    async def resolve(name: str) -> int | None:
-        nonlocal unsupported
-        if unsupported:
-            return None
-        try:
-            return await client.port_of(name)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                # A hardware target: it has no port service; netlink or the map must do.
-                unsupported = True
-            else:
-                log.error("target port for %s: %s", name, exc.details())
-            return None
-
-    return resolve
-
-
-def make_resolver(ports: Mapping[str, Any], p4runtime_address: str) -> PortResolver:
+def make_resolver(ports: PortsSettings, target_source: PortSource | None) -> PortResolver:
     """ports.mode: static (map only), netlink, target, or auto (netlink, then target)."""
-    mode = ports["mode"]
-    if mode not in MODES:
-        raise ValueError(f"ports.mode {mode!r} is not one of {', '.join(MODES)}")
     sources: list[PortSource] = []
-    if mode in ("netlink", "auto"):
+    if ports.mode in ("netlink", "auto"):
         sources.append(netlink_ifindex)
-    if mode in ("target", "auto"):
-        sources.append(target_port_source(p4runtime_address))
-    return PortResolver(ports["map"], sources)
+    if ports.mode in ("target", "auto") and target_source is not None:
+        sources.append(target_source)
+    return PortResolver(ports.map, sources)

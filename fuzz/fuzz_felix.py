@@ -16,19 +16,14 @@ import atheris
 
 with atheris.instrument_imports():
     from calico_proto import felixbackend_pb2 as fb
-    from felix_p4.config import load_settings
     from felix_p4.felix import wire
-    from felix_p4.felix.driver import Driver
-    from felix_p4.ports import PortResolver
+    from felix_p4.felix.session import FelixSession
+    from felix_p4.model.state import DataplaneState
 
 logging.disable(logging.CRITICAL)  # bad input logs by design; keep the fuzzer fast
 
-_in_r, _in_w = os.pipe()
 _out_r, _out_w = os.pipe()
 os.set_blocking(_out_r, False)
-SETTINGS = load_settings(
-    {"p4runtime": {"plaintext": True}, "services": {"source": "none"}}, env={}, path=None
-)
 LOOP = asyncio.new_event_loop()
 
 
@@ -41,7 +36,8 @@ def _drain() -> None:
 
 
 def test_one_input(data: bytes) -> None:
-    driver = Driver(SETTINGS, PortResolver({}), in_fd=_in_r, out_fd=os.dup(_out_w))
+    out = os.fdopen(os.dup(_out_w), "wb", buffering=0)
+    session = FelixSession(DataplaneState(), out)
 
     async def feed() -> None:
         reader = asyncio.StreamReader()
@@ -49,12 +45,12 @@ def test_one_input(data: bytes) -> None:
         reader.feed_eof()
         try:
             while (body := await wire.read_frame(reader, 1 << 16)) is not None:
-                driver.handle_frame(body)
+                session.handle_frame(body)
         except (wire.FrameTooLarge, wire.TruncatedFrame):
             pass
 
     LOOP.run_until_complete(feed())
-    driver.status._out.close()
+    out.close()
     _drain()
 
 

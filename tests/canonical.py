@@ -8,7 +8,9 @@ import json
 import attrs
 from finsy.proto import p4r
 
-from felix_p4.p4.entries import (
+from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
+from felix_p4.p4.schema import PipelineSchema
+from felix_p4.pipeline.entries import (
     ActionProfileGroup,
     ActionProfileMember,
     Entity,
@@ -16,8 +18,6 @@ from felix_p4.p4.entries import (
     TableEntry,
     Ternary,
 )
-from felix_p4.p4.pipeline import DEFAULT_P4INFO
-from felix_p4.p4.schema import PipelineSchema, load_p4info
 
 SCHEMA = PipelineSchema(load_p4info(DEFAULT_P4INFO))
 

@@ -8,7 +8,8 @@ import ipaddress
 from hypothesis import strategies as st
 
 from calico_proto import felixbackend_pb2 as fb
-from felix_p4.model.endpoints import WorkloadEndpointKey, workload_endpoint_from_proto
+from felix_p4.felix.convert import workload_endpoint
+from felix_p4.model.endpoints import WorkloadEndpointKey
 from felix_p4.model.policy import (
     IcmpMatch,
     IpSet,
@@ -174,7 +175,7 @@ def endpoint(pod: tuple[str, str, str, int], world: dict):  # type: ignore[no-un
         ipv6_nets=[f"{v6}/128"],
         state=world["active"],
     )
-    ep = workload_endpoint_from_proto(WorkloadEndpointKey("k8s", f"default/{name}", "eth0"), pb)
+    ep = workload_endpoint(WorkloadEndpointKey("k8s", f"default/{name}", "eth0"), pb)
     import attrs
 
     return attrs.evolve(ep, tiers=world["tiers"], profile_ids=world["profile_ids"])

@@ -6,15 +6,21 @@ import ipaddress
 
 import attrs
 
-from felix_p4.compile.fields import prefix6
 from felix_p4.model.endpoints import WorkloadEndpoint
 from felix_p4.model.values import IPNetwork
-from felix_p4.p4.entries import Exact, Lpm, Match, TableEntry
-from felix_p4.p4.schema import PipelineSchema
-
-PORT_CLASSIFY = "port_classify"
-SOURCE_CHECK = {4: "source_check_v4", 6: "source_check_v6"}
-ROUTES = {4: "routes_v4", 6: "routes_v6"}
+from felix_p4.pipeline import (
+    ALLOW_SOURCE,
+    HOST_PORT,
+    NO_ROUTE,
+    PORT_CLASSIFY,
+    ROUTES,
+    SOURCE_CHECK,
+    TO_HOST,
+    TO_WORKLOAD,
+    WORKLOAD_PORT,
+)
+from felix_p4.pipeline.entries import Exact, Lpm, Match, TableEntry
+from felix_p4.pipeline.fields import prefix6
 
 DEFAULT_GATEWAY_MAC = 0xEEEEEEEEEEEE
 
@@ -27,24 +33,6 @@ class CannotForward(Exception):
 class ForwardingSettings:
     gateway_mac: int = DEFAULT_GATEWAY_MAC
     host_port: int | None = None
-
-
-def check_schema(schema: PipelineSchema) -> None:
-    """Fail fast, by name, if the device's pipeline lacks what this compiler emits."""
-    schema.require(
-        PORT_CLASSIFY,
-        {"port": 32},
-        {"workload_port": {"gateway_mac": 48, "egress_program": 16, "port": 32}, "host_port": {}},
-    )
-    route_actions = {
-        "to_workload": {"port": 32, "dmac": 48, "smac": 48, "ingress_program": 16},
-        "to_host": {"port": 32},
-        "no_route": {},
-    }
-    schema.require(SOURCE_CHECK[4], {"port": 32, "src": 32}, {"allow_source": {}})
-    schema.require(SOURCE_CHECK[6], {"port": 32, "src_hi": 64, "src_lo": 64}, {"allow_source": {}})
-    schema.require(ROUTES[4], {"dst": 32}, route_actions)
-    schema.require(ROUTES[6], {"dst_hi": 64, "dst_lo": 64}, route_actions)
 
 
 def _prefix(name: str, net: IPNetwork) -> tuple[dict[str, Match], int]:
@@ -67,9 +55,9 @@ def endpoint_entries(
         raise CannotForward("endpoint has no MAC address; the pipeline cannot address it")
     entries = [
         TableEntry.make(
-            PORT_CLASSIFY,
+            PORT_CLASSIFY.name,
             {"port": Exact(port)},
-            "workload_port",
+            WORKLOAD_PORT.name,
             {"gateway_mac": settings.gateway_mac, "egress_program": egress_program, "port": port},
         )
     ]
@@ -80,9 +68,9 @@ def endpoint_entries(
         match, priority = _prefix("src", net)
         entries.append(
             TableEntry.make(
-                SOURCE_CHECK[net.version],
+                SOURCE_CHECK[net.version].name,
                 {"port": Exact(port), **match},
-                "allow_source",
+                ALLOW_SOURCE.name,
                 priority=priority,
             )
         )
@@ -96,7 +84,9 @@ def endpoint_entries(
     for dst in routed:
         match, priority = _prefix("dst", dst)
         entries.append(
-            TableEntry.make(ROUTES[dst.version], match, "to_workload", route_params, priority)
+            TableEntry.make(
+                ROUTES[dst.version].name, match, TO_WORKLOAD.name, route_params, priority
+            )
         )
     return entries
 
@@ -108,7 +98,9 @@ def blackhole_entries(endpoint: WorkloadEndpoint) -> list[TableEntry]:
     entries = []
     for dst in routed:
         match, priority = _prefix("dst", dst)
-        entries.append(TableEntry.make(ROUTES[dst.version], match, "no_route", priority=priority))
+        entries.append(
+            TableEntry.make(ROUTES[dst.version].name, match, NO_ROUTE.name, priority=priority)
+        )
     return entries
 
 
@@ -117,8 +109,10 @@ def node_entries(settings: ForwardingSettings) -> list[TableEntry]:
     if settings.host_port is None:
         return []
     host = settings.host_port
-    entries = [TableEntry.make(PORT_CLASSIFY, {"port": Exact(host)}, "host_port")]
+    entries = [TableEntry.make(PORT_CLASSIFY.name, {"port": Exact(host)}, HOST_PORT.name)]
     for version, net in ((4, ipaddress.ip_network("0.0.0.0/0")), (6, ipaddress.ip_network("::/0"))):
         match, priority = _prefix("dst", net)
-        entries.append(TableEntry.make(ROUTES[version], match, "to_host", {"port": host}, priority))
+        entries.append(
+            TableEntry.make(ROUTES[version].name, match, TO_HOST.name, {"port": host}, priority)
+        )
     return entries

@@ -10,14 +10,15 @@ Entries therefore grow with members, never with members times rules.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 
 import attrs
 
-from felix_p4.compile.fields import exact128, params128, ternary128
-from felix_p4.model.policy import PortMember
+from felix_p4.model.policy import IpSet, IpSetMember, PortMember
 from felix_p4.model.values import PREFIX_BITS, IPNetwork, Prefix, prefix_mask, prefix_of
-from felix_p4.p4.entries import Exact, Lpm, TableEntry
+from felix_p4.pipeline import ADD_SETS, IPSET, PORTSET, SET_SETS
+from felix_p4.pipeline.entries import Exact, Lpm, TableEntry
+from felix_p4.pipeline.fields import exact128, params128, ternary128
 
 DIRECTIONS = ("src", "dst")
 
@@ -109,6 +110,24 @@ class Classifier:
 
     def bit(self, direction: str, ref: SetRef) -> int | None:
         return self.dirs[direction].allocator.get(ref)
+
+    def sets_changed(
+        self,
+        set_ids: Iterable[str],
+        set_of: Callable[[str], IpSet | None],
+        deltas: Mapping[str, tuple[frozenset[IpSetMember], frozenset[IpSetMember]]],
+    ) -> None:
+        """New members of Felix IP sets that rules reference: reclassify only those (by
+        Felix's delta when the set only changed by deltas since the last apply)."""
+        wanted = set(set_ids)
+        for side, state in self.dirs.items():
+            for ref in [r for r in state.members if r[0] == "ipset" and r[1] in wanted]:
+                delta = deltas.get(str(ref[1]))
+                if delta is not None:
+                    self.apply_delta(side, ref, *delta)
+                    continue
+                ipset = set_of(str(ref[1]))
+                self.update_members(side, ref, ipset.members if ipset is not None else ())
 
     def reference(
         self, direction: str, ref: SetRef, members: Iterable[IPNetwork | Prefix | PortMember]
@@ -244,14 +263,14 @@ class Classifier:
                 return []
             return [
                 TableEntry.make(
-                    f"portset_{direction}",
+                    PORTSET[direction].name,
                     {
                         "ip_version": Exact(member.addr.version),
                         **exact128("addr", int(member.addr)),
                         "proto": Exact(member.proto),
                         "port": Exact(member.port),
                     },
-                    f"add_{direction}_sets",
+                    ADD_SETS[direction].name,
                     params128("sets", bits),
                 )
             ]
@@ -263,18 +282,18 @@ class Classifier:
         if version == 6:
             return [
                 TableEntry.make(
-                    f"ipset_{direction}_v6",
+                    IPSET[(direction, 6)].name,
                     ternary128("addr", network, _mask(6, length)),
-                    f"set_{direction}_sets",
+                    SET_SETS[direction].name,
                     params128("sets", bits),
                     length + 1,  # longer prefixes win, as with LPM
                 )
             ]
         return [
             TableEntry.make(
-                f"ipset_{direction}_v4",
+                IPSET[(direction, 4)].name,
                 {"addr": Lpm(network, length)},
-                f"set_{direction}_sets",
+                SET_SETS[direction].name,
                 params128("sets", bits),
             )
         ]

@@ -16,13 +16,11 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 
 import attrs
 
-from felix_p4.compile.fields import ternary128
 from felix_p4.compile.ipsets import Classifier, OutOfBits, SetRef
 from felix_p4.model.endpoints import WorkloadEndpoint
 from felix_p4.model.policy import (
     IcmpMatch,
     IpSet,
-    IpSetMember,
     Policy,
     PolicyKey,
     PortRange,
@@ -30,8 +28,9 @@ from felix_p4.model.policy import (
     Rule,
 )
 from felix_p4.model.values import IPNetwork, parse_net
-from felix_p4.p4.entries import Exact, Match, Range, TableEntry, Ternary
-from felix_p4.p4.schema import PipelineSchema
+from felix_p4.pipeline import POLICY_STAGES, RULE_ACTIONS, SET_SETS, STAGES
+from felix_p4.pipeline.entries import Exact, Match, Range, TableEntry, Ternary
+from felix_p4.pipeline.fields import ternary128
 
 DIRECTIONS = ("egress", "ingress")
 PORT_PROTOS = (6, 17, 132, 136)  # protocols whose packets carry ports (the parser's list)
@@ -322,25 +321,30 @@ def ref_from_text(text: str) -> SetRef:
     return (kind, ident)
 
 
+_STAGE_DIRECTION = {table.name: d for d, tables in STAGES.items() for table in tables}
+# Membership bits per direction: the bitmap parameters of the classification actions.
+SET_BITS = sum(p.bits for p in SET_SETS["src"].params)
+
+
 class PolicyCompiler:
     """Allocates program ids and set bits, compiles programs, and tracks who uses them."""
 
-    def __init__(self, schema: PipelineSchema) -> None:
-        self.width = 2 * schema.action_param_width("set_src_sets", "sets_hi")
-        self.stages = sum(1 for t in schema.table_names if t.startswith("egress_stage_"))
-        self.classifier = Classifier(self.width)
+    def __init__(self, classifier: Classifier, stages: int = POLICY_STAGES) -> None:
+        self.width = classifier.width
+        self.stages = stages
+        self.classifier = classifier
         self.programs: dict[ProgramSpec, Program] = {}
         self._ids: dict[str, set[int]] = {d: set() for d in DIRECTIONS}
         self._recovered: dict[tuple[str, str], int] = {}
         self._set_refs: dict[tuple[str, SetRef], int] = {}
 
     def stage_table(self, direction: str, stage: int) -> str:
-        return f"{direction}_stage_{stage}"
+        return STAGES[direction][stage].name
 
     def recover(self, installed: Iterable[TableEntry]) -> None:
         """Adopt program ids and set bits found in installed anchors (see `_anchor`)."""
         for entry in installed:
-            if not entry.metadata or "_stage_" not in entry.table or entry.priority != 1:
+            if not entry.metadata or entry.table not in _STAGE_DIRECTION or entry.priority != 1:
                 continue
             try:
                 info = json.loads(entry.metadata)
@@ -348,7 +352,7 @@ class PolicyCompiler:
                 continue
             if "program" not in info:
                 continue
-            direction = entry.table.split("_stage_")[0]
+            direction = _STAGE_DIRECTION[entry.table]
             program_id = dict(entry.match)["program"]
             assert isinstance(program_id, Exact)
             self._recovered[(direction, info["program"])] = program_id.value
@@ -417,7 +421,7 @@ class PolicyCompiler:
                     TableEntry.make(
                         table,
                         {"program": Exact(program_id), **match},
-                        f"rule_{action}",
+                        RULE_ACTIONS[action].name,
                         priority=priority,
                         metadata=json.dumps({"where": where}).encode(),
                     )
@@ -430,7 +434,7 @@ class PolicyCompiler:
                     TableEntry.make(
                         table,
                         {"program": Exact(program_id)},
-                        f"rule_{block.end}",
+                        RULE_ACTIONS[block.end].name,
                         priority=1,
                         metadata=json.dumps(info, sort_keys=True).encode(),
                     )
@@ -468,22 +472,3 @@ class PolicyCompiler:
             for ref in list(allocator.bits):
                 if (side, ref) not in self._set_refs:
                     allocator.release(ref)
-
-    def sets_changed(
-        self,
-        set_ids: Iterable[str],
-        set_of: Callable[[str], IpSet | None],
-        deltas: Mapping[str, tuple[frozenset[IpSetMember], frozenset[IpSetMember]]] = {},
-    ) -> None:
-        """New members of Felix IP sets that programs reference: reclassify only those
-        (by Felix's delta when the set only changed by deltas in this batch)."""
-        wanted = set(set_ids)
-        for side, ref in list(self._set_refs):
-            if ref[0] != "ipset" or ref[1] not in wanted:
-                continue
-            delta = deltas.get(str(ref[1]))
-            if delta is not None:
-                self.classifier.apply_delta(side, ref, *delta)
-                continue
-            ipset = set_of(str(ref[1]))
-            self.classifier.update_members(side, ref, ipset.members if ipset is not None else ())

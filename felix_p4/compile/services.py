@@ -13,20 +13,28 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from felix_p4.compile.fields import exact128, params128
 from felix_p4.model.policy import IPAddress
 from felix_p4.model.services import EndpointSlice, Service, ServiceKey, ServicePort, backends
-from felix_p4.p4.entries import (
+from felix_p4.pipeline import (
+    SERVICE_BACKENDS,
+    SERVICE_REJECT,
+    SERVICE_SELECTOR,
+    SET_BACKEND,
+    TO_SERVICE,
+)
+from felix_p4.pipeline import SERVICES as SERVICES_TABLE
+from felix_p4.pipeline.entries import (
     ActionProfileGroup,
     ActionProfileMember,
     Entity,
     Exact,
     TableEntry,
 )
+from felix_p4.pipeline.fields import exact128, params128
 
-SERVICES = "services"
-BACKENDS = "service_backends"
-SELECTOR = "service_selector"
+SERVICES = SERVICES_TABLE.name
+BACKENDS = SERVICE_BACKENDS.name
+SELECTOR = SERVICE_SELECTOR.name
 NO_HAIRPIN = {4: ipaddress.ip_address("169.254.1.1"), 6: ipaddress.ip_address("fe80::1")}
 
 
@@ -166,7 +174,7 @@ class ServiceCompiler:
             used.add(("member", member_key))
             params = {**params128("addr", int(addr)), "port": target}
             member = ActionProfileMember(
-                SELECTOR, member_id, "set_backend", tuple(sorted(params.items()))
+                SELECTOR, member_id, SET_BACKEND.name, tuple(sorted(params.items()))
             )
             entities[member.key] = member
             members.append((member_id, 1))
@@ -202,7 +210,7 @@ class ServiceCompiler:
             return TableEntry.make(
                 SERVICES,
                 match,
-                "service_reject",
+                SERVICE_REJECT.name,
                 metadata=json.dumps(info, sort_keys=True).encode(),
             )
         group_key, group_id = group
@@ -211,7 +219,7 @@ class ServiceCompiler:
         return TableEntry.make(
             SERVICES,
             match,
-            "to_service",
+            TO_SERVICE.name,
             {
                 "group": group_id,
                 "service_id": service_id,

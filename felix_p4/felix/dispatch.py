@@ -1,48 +1,165 @@
-"""Which Felix payloads change the model and which are deliberately ignored, and why."""
+"""Which manager each Felix payload drives, how it enters the model, or why it is ignored.
+
+This table is the only place a payload is routed; docs/felix-payloads.md is checked against it.
+"""
 
 from __future__ import annotations
 
-# Payloads applied to the model, and what they drive (docs/felix-payloads.md lists both).
-HANDLED: dict[str, str] = {
-    "in_sync": "ends the snapshot: the first apply runs, then DataplaneInSync",
-    "config_update": "hostname, ReportingIntervalSecs, LogSeverityScreen",
-    "workload_endpoint_update": "port classification, source check and routes of a local pod",
-    "workload_endpoint_remove": "removes those entries; WorkloadEndpointStatusRemove",
-    "host_metadata_update": "node addresses; this node's are where NodePorts listen",
-    "host_metadata_remove": "node addresses; this node's are where NodePorts listen",
-    "host_metadata_v6_update": "node addresses; this node's are where NodePorts listen",
-    "host_metadata_v6_remove": "node addresses; this node's are where NodePorts listen",
-    "host_metadata_v4v6_update": "node addresses; this node's are where NodePorts listen",
-    "host_metadata_v4v6_remove": "node addresses; this node's are where NodePorts listen",
-    "route_update": "routes (model only: non-local destinations go to the host port)",
-    "route_remove": "routes (model only: non-local destinations go to the host port)",
-    "ipam_pool_update": "IP pools (kept in the model; no pipeline entry depends on them)",
-    "ipam_pool_remove": "IP pools (kept in the model; no pipeline entry depends on them)",
-    "ipset_update": "IP-set classification entries (only sets that rules reference)",
-    "ipset_delta_update": "the changed members' classification entries only",
-    "ipset_remove": "classification entries of the set",
-    "active_policy_update": "policy programs of the endpoints whose tiers list the policy",
-    "active_policy_remove": "policy programs of the endpoints whose tiers listed the policy",
-    "active_profile_update": "policy programs of the endpoints that list the profile",
-    "active_profile_remove": "policy programs of the endpoints that listed the profile",
-    "service_update": "service front ends when no Kubernetes Service object is known",
-    "service_remove": "service front ends when no Kubernetes Service object is known",
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from felix_p4.felix import convert
+from felix_p4.model.state import DataplaneState
+from felix_p4.pipeline import Owner
+
+Apply = Callable[[DataplaneState, Any], None]
+
+
+@attrs.frozen(slots=True)
+class Payload:
+    apply: Apply | None  # None: the payload only changes the session (in_sync) or is ignored
+    managers: tuple[Owner, ...]  # the managers whose work it changes
+    does: str  # what it drives, or why it is ignored
+
+
+def _in_sync(state: DataplaneState, pb: Any) -> None:
+    state.in_sync = True
+    state.changes.node = True
+
+
+_ENDPOINT = (Owner.FORWARDING, Owner.POLICY)
+_POLICY = (Owner.POLICY,)
+_NODE = (Owner.SERVICES,)
+_ROUTES = (Owner.ROUTES,)
+_HOST_WORDS = "node addresses; this node's are where NodePorts listen"
+
+PAYLOADS: dict[str, Payload] = {
+    "in_sync": Payload(
+        _in_sync,
+        (Owner.FORWARDING, Owner.SERVICES),
+        "ends the snapshot: the first apply runs, then DataplaneInSync",
+    ),
+    "config_update": Payload(
+        convert.apply_config,
+        (Owner.SERVICES,),
+        "hostname (which endpoints are local to services), ReportingIntervalSecs, "
+        "LogSeverityScreen",
+    ),
+    "workload_endpoint_update": Payload(
+        convert.apply_endpoint_update,
+        _ENDPOINT,
+        "port classification, source check and routes of a local pod; its policy programs",
+    ),
+    "workload_endpoint_remove": Payload(
+        convert.apply_endpoint_remove,
+        _ENDPOINT,
+        "removes those entries; WorkloadEndpointStatusRemove",
+    ),
+    "host_metadata_update": Payload(convert.apply_host_metadata, _NODE, _HOST_WORDS),
+    "host_metadata_remove": Payload(convert.apply_host_remove, _NODE, _HOST_WORDS),
+    "host_metadata_v6_update": Payload(convert.apply_host_metadata_v6, _NODE, _HOST_WORDS),
+    "host_metadata_v6_remove": Payload(convert.apply_host_remove, _NODE, _HOST_WORDS),
+    "host_metadata_v4v6_update": Payload(convert.apply_host_metadata_v4v6, _NODE, _HOST_WORDS),
+    "host_metadata_v4v6_remove": Payload(convert.apply_host_remove, _NODE, _HOST_WORDS),
+    "route_update": Payload(
+        convert.apply_route_update,
+        _ROUTES,
+        "routes (model only: non-local destinations go to the host port)",
+    ),
+    "route_remove": Payload(
+        convert.apply_route_remove,
+        _ROUTES,
+        "routes (model only: non-local destinations go to the host port)",
+    ),
+    "ipam_pool_update": Payload(
+        convert.apply_pool_update,
+        _ROUTES,
+        "IP pools (kept in the model; no pipeline entry depends on them)",
+    ),
+    "ipam_pool_remove": Payload(
+        convert.apply_pool_remove,
+        _ROUTES,
+        "IP pools (kept in the model; no pipeline entry depends on them)",
+    ),
+    "ipset_update": Payload(
+        convert.apply_ipset_update,
+        (Owner.IPSETS,),
+        "IP-set classification entries (only sets that rules reference)",
+    ),
+    "ipset_delta_update": Payload(
+        convert.apply_ipset_delta,
+        (Owner.IPSETS,),
+        "the changed members' classification entries only",
+    ),
+    "ipset_remove": Payload(
+        convert.apply_ipset_remove, (Owner.IPSETS,), "classification entries of the set"
+    ),
+    "active_policy_update": Payload(
+        convert.apply_policy_update,
+        _POLICY,
+        "policy programs of the endpoints whose tiers list the policy",
+    ),
+    "active_policy_remove": Payload(
+        convert.apply_policy_remove,
+        _POLICY,
+        "policy programs of the endpoints whose tiers listed the policy",
+    ),
+    "active_profile_update": Payload(
+        convert.apply_profile_update,
+        _POLICY,
+        "policy programs of the endpoints that list the profile",
+    ),
+    "active_profile_remove": Payload(
+        convert.apply_profile_remove,
+        _POLICY,
+        "policy programs of the endpoints that listed the profile",
+    ),
+    "service_update": Payload(
+        convert.apply_service_update,
+        (Owner.SERVICES,),
+        "service front ends when no Kubernetes Service object is known",
+    ),
+    "service_remove": Payload(
+        convert.apply_service_remove,
+        (Owner.SERVICES,),
+        "service front ends when no Kubernetes Service object is known",
+    ),
+    # Deliberately ignored, with the reason.
+    "host_endpoint_update": Payload(None, (), "host interfaces stay with the host's own stack"),
+    "host_endpoint_remove": Payload(None, (), "host interfaces stay with the host's own stack"),
+    "service_account_update": Payload(
+        None, (), "Felix already resolves service-account selectors into IP sets"
+    ),
+    "service_account_remove": Payload(
+        None, (), "Felix already resolves service-account selectors into IP sets"
+    ),
+    "namespace_update": Payload(
+        None, (), "Felix already resolves namespace selectors into IP sets"
+    ),
+    "namespace_remove": Payload(
+        None, (), "Felix already resolves namespace selectors into IP sets"
+    ),
+    "vtep_update": Payload(
+        None, (), "off-node traffic is handed to the host port, whose stack encapsulates"
+    ),
+    "vtep_remove": Payload(
+        None, (), "off-node traffic is handed to the host port, whose stack encapsulates"
+    ),
+    "wireguard_endpoint_update": Payload(None, (), "WireGuard stays in the host's kernel"),
+    "wireguard_endpoint_remove": Payload(None, (), "WireGuard stays in the host's kernel"),
+    "wireguard_endpoint_v6_update": Payload(None, (), "WireGuard stays in the host's kernel"),
+    "wireguard_endpoint_v6_remove": Payload(None, (), "WireGuard stays in the host's kernel"),
+    "global_bgp_config_update": Payload(
+        None, (), "BGP is the BGP daemon's job, not the dataplane's"
+    ),
+    "encapsulation": Payload(
+        None, (), "off-node traffic is handed to the host port, whose stack encapsulates"
+    ),
 }
 
-# Payloads felix-p4 does not apply, with the reason.
-IGNORED: dict[str, str] = {
-    "host_endpoint_update": "host interfaces stay with the host's own stack",
-    "host_endpoint_remove": "host interfaces stay with the host's own stack",
-    "service_account_update": "Felix already resolves service-account selectors into IP sets",
-    "service_account_remove": "Felix already resolves service-account selectors into IP sets",
-    "namespace_update": "Felix already resolves namespace selectors into IP sets",
-    "namespace_remove": "Felix already resolves namespace selectors into IP sets",
-    "vtep_update": "off-node traffic is handed to the host port, whose stack encapsulates",
-    "vtep_remove": "off-node traffic is handed to the host port, whose stack encapsulates",
-    "wireguard_endpoint_update": "WireGuard stays in the host's kernel",
-    "wireguard_endpoint_remove": "WireGuard stays in the host's kernel",
-    "wireguard_endpoint_v6_update": "WireGuard stays in the host's kernel",
-    "wireguard_endpoint_v6_remove": "WireGuard stays in the host's kernel",
-    "global_bgp_config_update": "BGP is the BGP daemon's job, not the dataplane's",
-    "encapsulation": "off-node traffic is handed to the host port, whose stack encapsulates",
-}
+
+def handled(name: str) -> bool:
+    payload = PAYLOADS.get(name)
+    return payload is not None and (payload.apply is not None or bool(payload.managers))

@@ -8,14 +8,11 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from calico_proto import felixbackend_pb2 as fb
+from felix_p4.felix.convert import endpoint_id
 from felix_p4.felix.wire import encode_frame
-from felix_p4.model.endpoints import WorkloadEndpoint, WorkloadEndpointKey
+from felix_p4.model.endpoints import WorkloadEndpointKey
 
 log = logging.getLogger(__name__)
-
-UP = "up"
-DOWN = "down"
-ERROR = "error"
 
 
 class StatusReporter:
@@ -29,7 +26,7 @@ class StatusReporter:
         self._out = out
         self._sequence = 0
         self._started = time.monotonic()
-        self._endpoint_status: dict[WorkloadEndpointKey, tuple[str, object]] = {}
+        self._endpoint_status: dict[WorkloadEndpointKey, tuple[str, bytes]] = {}
         self.sent = 0
 
     def _send(self, message: fb.FromDataplane) -> None:
@@ -50,17 +47,17 @@ class StatusReporter:
         )
 
     def endpoint_status(
-        self, key: WorkloadEndpointKey, status: str, endpoint: WorkloadEndpoint | None
+        self, key: WorkloadEndpointKey, status: str, endpoint: fb.WorkloadEndpoint | None
     ) -> None:
-        seen = (status, endpoint)
+        seen = (status, endpoint.SerializeToString(deterministic=True) if endpoint else b"")
         if self._endpoint_status.get(key) == seen:
             return
         self._endpoint_status[key] = seen
         update = fb.WorkloadEndpointStatusUpdate(
-            id=key.to_proto(), status=fb.EndpointStatus(status=status)
+            id=endpoint_id(key), status=fb.EndpointStatus(status=status)
         )
         if endpoint is not None:
-            update.endpoint.CopyFrom(endpoint.proto)
+            update.endpoint.CopyFrom(endpoint)
         self._send(fb.FromDataplane(workload_endpoint_status_update=update))
 
     def endpoint_removed(self, key: WorkloadEndpointKey) -> None:
@@ -68,7 +65,7 @@ class StatusReporter:
             return
         self._send(
             fb.FromDataplane(
-                workload_endpoint_status_remove=fb.WorkloadEndpointStatusRemove(id=key.to_proto())
+                workload_endpoint_status_remove=fb.WorkloadEndpointStatusRemove(id=endpoint_id(key))
             )
         )
 

@@ -20,7 +20,6 @@ ADDED = "ADDED"
 MODIFIED = "MODIFIED"
 DELETED = "DELETED"
 SYNCED = "SYNCED"
-RESET = "RESET"
 
 # (kind, namespace, name): how the API server identifies a namespaced object.
 ObjectKey = tuple[str, str, str]
@@ -34,12 +33,12 @@ class KubeEvent:
     """One change to a source's objects.
 
     `obj` is the object as the API server returns it (JSON, camelCase keys) with `kind` and
-    `apiVersion` always present; `{}` for SYNCED and RESET. Sources compare later versions
+    `apiVersion` always present; `{}` for SYNCED. Sources compare later versions
     against the objects they emitted, so consumers must not mutate them.
     """
 
-    type: str  # ADDED | MODIFIED | DELETED | SYNCED | RESET
-    kind: str  # one of KINDS; "" for SYNCED and RESET
+    type: str  # ADDED | MODIFIED | DELETED | SYNCED
+    kind: str  # one of KINDS; "" for SYNCED
     obj: Mapping[str, Any]
 
 

@@ -90,7 +90,7 @@ class KubeWatcher:
     last resourceVersion seen (event or bookmark). When the API server no longer has that version
     (410 Gone, as HTTP status or watch ERROR event), the kind is listed again and only the
     difference to what was already emitted goes out (DELETED for vanished objects first, then
-    ADDED/MODIFIED): RESET is never emitted and services stay programmed through a relist. With
+    ADDED/MODIFIED), so services stay programmed through a relist. With
     `resync_seconds` > 0 each kind is relisted that often the same way, which repairs anything a
     watch missed. Other failures (connection, 5xx, 429, malformed answers, configuration) are
     retried with capped exponential backoff and jitter, one log line each; a 401 also rebuilds

@@ -11,8 +11,7 @@ from typing import TypeAlias
 
 import attrs
 
-from calico_proto import felixbackend_pb2 as fb
-from felix_p4.model.values import InvalidObject, IPNetwork, Prefix, parse_net, parse_prefix
+from felix_p4.model.values import InvalidObject, IPNetwork, Prefix, parse_prefix
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -79,10 +78,6 @@ class PolicyKey:
     namespace: str = ""
     kind: str = ""
 
-    @classmethod
-    def from_proto(cls, pb: fb.PolicyID) -> PolicyKey:
-        return cls(pb.name, pb.namespace, pb.kind)
-
     @property
     def staged(self) -> bool:
         return self.kind in STAGED_KINDS
@@ -114,15 +109,6 @@ class TierInfo:
     egress_policies: tuple[PolicyKey, ...]
     default_action: str  # "Deny" or "Pass"; Felix's "" (tier resource missing) means Deny
 
-    @classmethod
-    def from_proto(cls, pb: fb.TierInfo) -> TierInfo:
-        return cls(
-            pb.name,
-            tuple(PolicyKey.from_proto(p) for p in pb.ingress_policies),
-            tuple(PolicyKey.from_proto(p) for p in pb.egress_policies),
-            "Pass" if pb.default_action == "Pass" else "Deny",
-        )
-
 
 @attrs.frozen(slots=True)
 class PortMember:
@@ -141,136 +127,6 @@ class IpSet:
     id: str
     type: str  # IP | NET | IP_AND_PORT
     members: frozenset[IpSetMember]
-
-
-def parse_protocol(pb: fb.Protocol, field: str) -> int:
-    kind = pb.WhichOneof("number_or_name")
-    if kind == "number":
-        if not 0 <= pb.number <= 255:
-            raise InvalidObject(f"{field}: protocol number {pb.number} out of range")
-        return pb.number
-    name = pb.name.lower()
-    if name.isdigit():
-        return parse_protocol(fb.Protocol(number=int(name)), field)
-    if name not in PROTOCOLS:
-        raise InvalidObject(f"{field}: unknown protocol {pb.name!r}")
-    return PROTOCOLS[name]
-
-
-def _ports(ranges: list[fb.PortRange], field: str) -> tuple[PortRange, ...]:
-    out = []
-    for r in ranges:
-        first, last = r.first, r.last or r.first
-        if not (0 <= first <= last <= 65535):
-            raise InvalidObject(f"{field}: invalid port range {r.first}-{r.last}")
-        out.append(PortRange(first, last))
-    return tuple(out)
-
-
-def _icmp(pb: fb.Rule, type_field: str, code_field: str) -> IcmpMatch | None:
-    if pb.HasField(code_field):
-        tc = getattr(pb, code_field)
-        if not (0 <= tc.type <= 255 and 0 <= tc.code <= 255):
-            raise InvalidObject(f"{code_field}: type/code out of range")
-        return IcmpMatch(tc.type, tc.code)
-    if pb.HasField(type_field):
-        value = getattr(pb, type_field)
-        if not 0 <= value <= 255:
-            raise InvalidObject(f"{type_field}: {value} out of range")
-        return IcmpMatch(value)
-    return None
-
-
-def rule_from_proto(pb: fb.Rule) -> Rule:
-    action = ACTIONS.get(pb.action.lower())
-    if action is None:
-        raise InvalidObject(f"unknown rule action {pb.action!r}")
-    protocol = parse_protocol(pb.protocol, "protocol") if pb.HasField("protocol") else None
-    not_protocol = (
-        parse_protocol(pb.not_protocol, "not_protocol") if pb.HasField("not_protocol") else None
-    )
-    ip_version = {0: None, 4: 4, 6: 6}.get(pb.ip_version)
-    if pb.ip_version not in (0, 4, 6):
-        raise InvalidObject(f"unknown ip_version {pb.ip_version}")
-    if (
-        ip_version is None
-        and pb.HasField("protocol")
-        and pb.protocol.WhichOneof("number_or_name") == "name"
-    ):
-        # Felix's calc graph derives the version from the protocol name.
-        ip_version = {"icmp": 4, "icmpv6": 6}.get(pb.protocol.name.lower())
-
-    def nets(values: list[str], field: str) -> tuple[IPNetwork, ...]:
-        return tuple(parse_net(v, field) for v in values)
-
-    return Rule(
-        action=action,
-        ip_version=ip_version,
-        protocol=protocol,
-        not_protocol=not_protocol,
-        src_nets=nets(list(pb.src_net), "src_net"),
-        not_src_nets=nets(list(pb.not_src_net), "not_src_net"),
-        dst_nets=nets(list(pb.dst_net), "dst_net"),
-        not_dst_nets=nets(list(pb.not_dst_net), "not_dst_net"),
-        src_ports=_ports(list(pb.src_ports), "src_ports"),
-        not_src_ports=_ports(list(pb.not_src_ports), "not_src_ports"),
-        dst_ports=_ports(list(pb.dst_ports), "dst_ports"),
-        not_dst_ports=_ports(list(pb.not_dst_ports), "not_dst_ports"),
-        src_ip_sets=tuple(pb.src_ip_set_ids),
-        not_src_ip_sets=tuple(pb.not_src_ip_set_ids),
-        dst_ip_sets=tuple(pb.dst_ip_set_ids),
-        not_dst_ip_sets=tuple(pb.not_dst_ip_set_ids),
-        src_named_port_sets=tuple(pb.src_named_port_ip_set_ids),
-        not_src_named_port_sets=tuple(pb.not_src_named_port_ip_set_ids),
-        dst_named_port_sets=tuple(pb.dst_named_port_ip_set_ids),
-        not_dst_named_port_sets=tuple(pb.not_dst_named_port_ip_set_ids),
-        dst_ip_port_sets=tuple(pb.dst_ip_port_set_ids),
-        icmp=_icmp(pb, "icmp_type", "icmp_type_code"),
-        not_icmp=_icmp(pb, "not_icmp_type", "not_icmp_type_code"),
-        rule_id=pb.rule_id,
-    )
-
-
-def _rules(rules: list[fb.Rule], where: str) -> tuple[Rule, ...]:
-    out = []
-    for i, rule in enumerate(rules):
-        try:
-            out.append(rule_from_proto(rule))
-        except InvalidObject as exc:
-            raise InvalidObject(f"{where} rule {i}: {exc}") from None
-    return tuple(out)
-
-
-def policy_from_proto(pb: fb.ActivePolicyUpdate) -> Policy:
-    key = PolicyKey.from_proto(pb.id)
-    return Policy(
-        key,
-        pb.policy.tier,
-        _rules(list(pb.policy.inbound_rules), "inbound"),
-        _rules(list(pb.policy.outbound_rules), "outbound"),
-    )
-
-
-def profile_from_proto(pb: fb.ActiveProfileUpdate) -> Profile:
-    return Profile(
-        pb.id.name,
-        _rules(list(pb.profile.inbound_rules), "inbound"),
-        _rules(list(pb.profile.outbound_rules), "outbound"),
-    )
-
-
-_SET_TYPES = {
-    fb.IPSetUpdate.IP: "IP",
-    fb.IPSetUpdate.IP_AND_PORT: "IP_AND_PORT",
-    fb.IPSetUpdate.NET: "NET",
-}
-
-
-def set_type_name(value: int) -> str:
-    try:
-        return _SET_TYPES[value]  # type: ignore[index]
-    except KeyError:
-        raise InvalidObject(f"unknown IP set type {value}") from None
 
 
 def parse_member(text: str, set_type: str) -> IpSetMember:

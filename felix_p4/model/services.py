@@ -2,18 +2,18 @@
 service port the way kube-proxy chooses them.
 
 Front ends (addresses, ports, types, policies) come from the Kubernetes Service object, or from
-Felix's ServiceUpdate when no object is known; backends only from EndpointSlices.
+Felix's ServiceUpdate when no object is known; backends only from EndpointSlices. The edges
+(felix_p4.k8s.convert, felix_p4.felix.convert) turn those objects into these values.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
 
-from calico_proto import felixbackend_pb2 as fb
 from felix_p4.model.policy import IPAddress
 from felix_p4.model.values import InvalidObject
 
@@ -70,7 +70,7 @@ class EndpointSlice:
     endpoints: tuple[Endpoint, ...]
 
 
-def _addresses(values: Iterable[Any], what: str) -> tuple[IPAddress, ...]:
+def parse_addresses(values: Iterable[Any], what: str) -> tuple[IPAddress, ...]:
     out = []
     for value in values:
         try:
@@ -80,14 +80,14 @@ def _addresses(values: Iterable[Any], what: str) -> tuple[IPAddress, ...]:
     return tuple(out)
 
 
-def _protocol(text: Any) -> int:
+def service_protocol(text: Any) -> int:
     proto = SERVICE_PROTOCOLS.get(str(text or "TCP").upper())
     if proto is None:
         raise InvalidObject(f"unknown service protocol {text!r}")
     return proto
 
 
-def _port(value: Any, what: str) -> int:
+def parse_port(value: Any, what: str) -> int:
     try:
         port = int(value)
     except (TypeError, ValueError):
@@ -95,100 +95,6 @@ def _port(value: Any, what: str) -> int:
     if not 0 <= port <= 65535:
         raise InvalidObject(f"{what} {port} out of range")
     return port
-
-
-def _meta_key(obj: Mapping[str, Any]) -> ServiceKey:
-    meta = obj.get("metadata") or {}
-    if not meta.get("name"):
-        raise InvalidObject("object has no metadata.name")
-    return ServiceKey(str(meta.get("namespace") or "default"), str(meta["name"]))
-
-
-def service_from_k8s(obj: Mapping[str, Any]) -> Service:
-    """A v1 Service as the API server returns it (camelCase JSON)."""
-    key = _meta_key(obj)
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    cluster_ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
-    cluster_ips = [ip for ip in cluster_ips if ip and ip != "None"]  # headless: no front end
-    ingress = (status.get("loadBalancer") or {}).get("ingress") or []
-    ports = tuple(
-        ServicePort(
-            str(p.get("name") or ""),
-            _protocol(p.get("protocol")),
-            _port(p.get("port"), "service port"),
-            _port(p.get("nodePort") or 0, "nodePort"),
-        )
-        for p in spec.get("ports") or []
-    )
-    affinity = 0
-    if spec.get("sessionAffinity") == "ClientIP":
-        config = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
-        affinity = int(config.get("timeoutSeconds") or DEFAULT_AFFINITY_SECONDS)
-    return Service(
-        key=key,
-        type=str(spec.get("type") or "ClusterIP"),
-        cluster_ips=_addresses(cluster_ips, "clusterIP"),
-        external_ips=_addresses(spec.get("externalIPs") or [], "externalIP"),
-        load_balancer_ips=_addresses(
-            [i["ip"] for i in ingress if isinstance(i, Mapping) and i.get("ip")],
-            "load balancer IP",
-        ),
-        ports=ports,
-        affinity_seconds=affinity,
-        internal_local=spec.get("internalTrafficPolicy") == "Local",
-        external_local=spec.get("externalTrafficPolicy") == "Local",
-    )
-
-
-def service_from_felix(pb: fb.ServiceUpdate) -> Service:
-    """Felix's ServiceUpdate: front ends only (no traffic policies, no affinity)."""
-    return Service(
-        key=ServiceKey(pb.namespace or "default", pb.name),
-        type=pb.type or "ClusterIP",
-        cluster_ips=_addresses([ip for ip in pb.cluster_ips if ip and ip != "None"], "clusterIP"),
-        external_ips=_addresses(pb.external_ips, "externalIP"),
-        load_balancer_ips=_addresses([pb.loadbalancer_ip] if pb.loadbalancer_ip else [], "LB IP"),
-        ports=tuple(
-            ServicePort(
-                "", _protocol(p.Protocol), _port(p.Port, "port"), _port(p.NodePort, "nodePort")
-            )
-            for p in pb.ports
-        ),
-    )
-
-
-def endpoint_slice_from_k8s(obj: Mapping[str, Any]) -> EndpointSlice | None:
-    """A discovery.k8s.io/v1 EndpointSlice; None for FQDN slices and slices of no service."""
-    key = _meta_key(obj)
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    service_name = labels.get(SERVICE_NAME_LABEL)
-    family = {"IPv4": 4, "IPv6": 6}.get(str(obj.get("addressType")))
-    if not service_name or family is None:
-        return None
-    endpoints = []
-    for ep in obj.get("endpoints") or []:
-        conditions = ep.get("conditions") or {}
-        # Unset conditions mean ready (and serving mirrors ready), as kube-proxy reads them.
-        ready = conditions.get("ready") is not False
-        serving = conditions.get("serving")
-        endpoints.append(
-            Endpoint(
-                _addresses(ep.get("addresses") or [], "endpoint address"),
-                ready,
-                ready if serving is None else bool(serving),
-                bool(conditions.get("terminating")),
-                str(ep.get("nodeName") or ""),
-            )
-        )
-    ports = tuple(
-        (str(p.get("name") or ""), _protocol(p.get("protocol")), _port(p.get("port"), "slice port"))
-        for p in obj.get("ports") or []
-        if p.get("port") is not None
-    )
-    return EndpointSlice(
-        key, ServiceKey(key.namespace, str(service_name)), family, ports, tuple(endpoints)
-    )
 
 
 def backends(

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import attrs
 from finsy import P4Schema
 from finsy.proto import p4i, p4r
-from google.protobuf import text_format
 
-from felix_p4.p4.entries import (
+from felix_p4.pipeline import MATCH_TYPE_NUMBER, SELECTOR, Action, Pipeline
+from felix_p4.pipeline.entries import (
     ActionProfileGroup,
     ActionProfileMember,
     Entity,
@@ -27,19 +25,21 @@ class SchemaError(Exception):
     """A name the control plane needs is missing from, or mismatched in, the P4Info."""
 
 
+class ValueTooWide(SchemaError):
+    """A value that does not fit its field or parameter; sending it would truncate it."""
+
+
 def to_bytes(value: int) -> bytes:
     """P4Runtime canonical form: big-endian without leading zero bytes, zero as one byte."""
     return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
 
 
-def load_p4info(path: Path) -> p4i.P4Info:
-    info = p4i.P4Info()
-    data = path.read_bytes()
-    if path.suffix in (".txtpb", ".txt", ".pbtxt"):
-        text_format.Parse(data.decode(), info)
-    else:
-        info.ParseFromString(data)
-    return info
+def _values(match: Match) -> tuple[int, ...]:
+    if isinstance(match, Ternary):
+        return (match.value, match.mask)
+    if isinstance(match, Range):
+        return (match.low, match.high)
+    return (match.value,)
 
 
 @attrs.frozen(slots=True)
@@ -83,6 +83,7 @@ class PipelineSchema:
         # By alias: p4c gives a control-local profile its full path as name
         # ("MainControlImpl.services.service_selector") and the short name as alias.
         self._profiles = {p.alias or p.name: p.id for p in self.finsy.action_profiles}
+        self._profile_sizes = {p.alias or p.name: p.size for p in self.finsy.action_profiles}
         self._profile_names = {i: n for n, i in self._profiles.items()}
         self._tables: dict[str, _Table] = {}
         self._table_names: dict[int, str] = {}
@@ -98,18 +99,11 @@ class PipelineSchema:
                 frozenset(ref.name for ref in table.actions),
             )
             self._table_names[table.id] = table.name
+        self._sizes = {t.preamble.name: t.size for t in p4info.tables}
 
     @property
     def table_names(self) -> list[str]:
         return list(self._tables)
-
-    def entity_order(self) -> list[str]:
-        """Write order: every profile's members, then groups, then tables."""
-        return (
-            [f"{p}#members" for p in self._profiles]
-            + [f"{p}#groups" for p in self._profiles]
-            + self.table_names
-        )
 
     def _profile(self, name: str) -> int:
         try:
@@ -126,6 +120,8 @@ class PipelineSchema:
             pid = a.params.get(pname)
             if pid is None:
                 raise SchemaError(f"action {action} has no param {pname!r}")
+            if value < 0 or value.bit_length() > pid[1]:
+                raise ValueTooWide(f"action {action}: {pname}={value} does not fit {pid[1]} bits")
             pb.params.add(param_id=pid[0], value=to_bytes(value))
         return pb
 
@@ -180,28 +176,59 @@ class PipelineSchema:
     def table_id(self, name: str) -> int:
         return self._table(name).id
 
-    def action_param_width(self, action: str, param: str) -> int:
-        try:
-            return self._actions[action].params[param][1]
-        except KeyError:
-            raise SchemaError(f"P4Info has no action {action} with param {param}") from None
+    def check(self, pipeline: Pipeline) -> None:
+        """Refuse a device whose P4Info differs from the declared pipeline: every declared
+        table, key (match kind and width), action and parameter must be there as declared.
+        The first difference is raised as one line naming it."""
+        for table in pipeline.tables:
+            t = self._tables.get(table.name)
+            if t is None:
+                raise SchemaError(f"P4Info has no table {table.name!r}")
+            for key in table.keys:
+                if key.match == SELECTOR:
+                    continue
+                f = t.fields.get(key.name)
+                if f is None:
+                    raise SchemaError(f"table {table.name}: P4Info has no match field {key.name!r}")
+                if f.bitwidth != key.bits or f.match_type != MATCH_TYPE_NUMBER[key.match]:
+                    raise SchemaError(
+                        f"table {table.name}: match field {key.name} is {f.bitwidth} bits "
+                        f"(kind {f.match_type}); declared {key.bits} bits {key.match}"
+                    )
+            extra = set(t.fields) - {k.name for k in table.match_keys}
+            if extra:
+                raise SchemaError(
+                    f"table {table.name}: P4Info has undeclared fields {sorted(extra)}"
+                )
+            for action in (*table.actions, table.default):
+                if action.name not in t.actions:
+                    raise SchemaError(f"table {table.name}: P4Info lacks action {action.name}")
+                self._check_action(action)
+        for profile in pipeline.profiles:
+            if profile.name not in self._profiles:
+                raise SchemaError(f"P4Info has no action profile {profile.name!r}")
+            for action in profile.actions:
+                self._check_action(action)
+        for action in pipeline.direct_actions:
+            self._check_action(action)
 
-    def require(
-        self, table: str, fields: dict[str, int], actions: dict[str, dict[str, int]]
-    ) -> None:
-        """Check that the P4Info has a table with these field widths and these actions."""
-        t = self._table(table)
-        for name, width in fields.items():
-            f = t.fields.get(name)
-            if f is None or f.bitwidth != width:
-                raise SchemaError(f"table {table}: expected match field {name} of {width} bits")
-        for action, params in actions.items():
-            if action not in t.actions:
-                raise SchemaError(f"table {table}: action {action} missing")
-            a = self._actions[action]
-            for pname, width in params.items():
-                if a.params.get(pname, (0, -1))[1] != width:
-                    raise SchemaError(f"action {action}: expected param {pname} of {width} bits")
+    def _check_action(self, action: Action) -> None:
+        a = self._actions.get(action.name)
+        if a is None:
+            raise SchemaError(f"P4Info has no action {action.name!r}")
+        declared = {p.name: p.bits for p in action.params}
+        found = {name: width for name, (_, width) in a.params.items()}
+        if declared != found:
+            raise SchemaError(
+                f"action {action.name}: P4Info parameters {found}, declared {declared}"
+            )
+
+    def size(self, name: str) -> int:
+        """The size the device's P4Info gives a table or action profile (0: unknown)."""
+        if name in self._sizes:
+            return self._sizes[name]
+        profile = name.split("#", 1)[0]
+        return self._profile_sizes.get(profile, 0)
 
     def _table(self, name: str) -> _Table:
         try:
@@ -218,10 +245,16 @@ class PipelineSchema:
             field = t.fields.get(name)
             if field is None:
                 raise SchemaError(f"table {entry.table} has no match field {name!r}")
+            width = field.bitwidth
+            for value in _values(m):
+                if value < 0 or value.bit_length() > width:
+                    raise ValueTooWide(f"table {entry.table}: {name}={m} does not fit {width} bits")
             fm = pb.match.add(field_id=field.id)
             if isinstance(m, Exact):
                 fm.exact.value = to_bytes(m.value)
             elif isinstance(m, Lpm):
+                if m.prefix_len > width:
+                    raise ValueTooWide(f"table {entry.table}: {name}={m} prefix beyond {width}")
                 fm.lpm.value = to_bytes(m.value)
                 fm.lpm.prefix_len = m.prefix_len
             elif isinstance(m, Ternary):

@@ -10,8 +10,9 @@ import attrs
 from finsy.proto import p4r, rpc_code
 
 from felix_p4.p4.client import P4RuntimeClient, UpdateResult
-from felix_p4.p4.entries import Entity
-from felix_p4.p4.schema import PipelineSchema
+from felix_p4.p4.schema import PipelineSchema, SchemaError
+from felix_p4.pipeline import PIPELINE, Pipeline
+from felix_p4.pipeline.entries import Entity
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +56,15 @@ class SyncEngine:
         schema: PipelineSchema,
         client: P4RuntimeClient,
         batch_size: int = 1000,
-        unmanaged: Collection[str] = (),
+        pipeline: Pipeline = PIPELINE,
     ) -> None:
         self.schema = schema
         self.client = client
         self.batch_size = batch_size
         # Tables the data plane writes itself (learned flows): never diffed or deleted.
-        self.unmanaged = frozenset(unmanaged)
+        self.unmanaged = pipeline.learned
         # Dependency order: action profile members, then groups, then the tables using them.
-        self._rank = {name: i for i, name in enumerate(schema.entity_order())}
+        self._rank = {name: i for i, name in enumerate(pipeline.write_order())}
         self.installed: dict[Key, Entity] = {}
         self._claims: dict[Key, dict[Owner, Entity]] = {}
         self._owned: dict[Owner, frozenset[Entity]] = {}
@@ -173,10 +174,18 @@ class SyncEngine:
         report = ApplyReport()
         stale: set[str] = set()
         for start in range(0, len(ops), self.batch_size):
-            batch = ops[start : start + self.batch_size]
-            updates = [
-                p4r.Update(type=op.type, entity=self.schema.encode_entity(op.entry)) for op in batch
-            ]
+            batch = []
+            updates = []
+            for op in ops[start : start + self.batch_size]:
+                try:
+                    updates.append(
+                        p4r.Update(type=op.type, entity=self.schema.encode_entity(op.entry))
+                    )
+                except SchemaError as exc:
+                    # Never sent: a truncated or misnamed entry must not reach the device.
+                    self._record(op, UpdateResult(rpc_code.INVALID_ARGUMENT, str(exc)), report)
+                    continue
+                batch.append(op)
             results = await self.client.write(updates)
             for op, result in zip(batch, results, strict=True):
                 self._record(op, result, report)

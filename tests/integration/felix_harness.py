@@ -14,8 +14,8 @@ from google.protobuf import json_format
 
 from calico_proto import felixbackend_pb2 as fb
 from felix_p4.felix.spawn import DriverProcess, spawn_driver
-from felix_p4.target.server import EmbeddedTarget
-from felix_p4.target.service import start_target
+from felix_p4.softswitch.server import EmbeddedTarget
+from felix_p4.softswitch.service import start_target
 
 PORTS = {"cali-a": 1, "cali-b": 2, "cali-c": 3, "host": 100}
 

@@ -5,11 +5,13 @@ import signal
 
 import grpc
 from felix_harness import SNAPSHOT, embedded_target, endpoint_update, felix_driver, msg, wait_until
-from finsy.proto import p4r
+from finsy.proto import U128, p4r
 
-from felix_p4.p4.pipeline import DEFAULT_P4INFO
-from felix_p4.p4.schema import PipelineSchema, load_p4info
-from felix_p4.target.service import TargetClient, start_target
+from felix_p4.cli.replay import read_recording
+from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
+from felix_p4.p4.schema import PipelineSchema
+from felix_p4.softswitch.client import TargetClient
+from felix_p4.softswitch.service import start_target
 
 IN_SYNC = msg(in_sync={})
 SCHEMA = PipelineSchema(load_p4info(DEFAULT_P4INFO))
@@ -55,7 +57,7 @@ def test_target_restart_is_detected_and_converged_without_losing_updates(tmp_pat
 
 
 def test_entries_changed_behind_our_back_are_reread_and_reconciled(tmp_path):
-    from felix_p4.p4.entries import Lpm, TableEntry
+    from felix_p4.pipeline.entries import Lpm, TableEntry
 
     def write(target, kind, entry):
         target.tables.write(
@@ -138,18 +140,39 @@ def test_sigterm_exits_cleanly_and_leaves_the_pipeline_programmed(tmp_path):
 def test_losing_mastership_stops_writes_and_regaining_it_resumes(tmp_path):
     async def main():
         async with embedded_target() as (address, target):
-            async with felix_driver(address, tmp_path) as low:
+            record = tmp_path / "low.rec"
+            backup_writes: list[int] = []
+            high_primary = False
+
+            def on_write(request):
+                if high_primary and U128.decode(request.election_id) == 10:
+                    backup_writes.append(len(request.updates))
+
+            target.on_write.append(on_write)
+            async with felix_driver(address, tmp_path, {"record": str(record)}) as low:
                 await low.send(*SNAPSHOT, IN_SYNC)
                 await low.wait_for(lambda r: low.in_sync())
                 higher = {"p4runtime": {"election_id": 20}}
                 async with felix_driver(address, tmp_path, higher) as high:
                     await high.send(*SNAPSHOT, IN_SYNC)
                     await high.wait_for(lambda r: high.in_sync())
-                    # The old primary lost mastership: its changes are not written.
-                    before = target.write_count
+                    high_primary = True
+                    # The old primary now has work: cali-c. It has read it (it records frames
+                    # before handling them) and tried to become primary again since.
                     await low.send(endpoint_update("cali-c", "10.65.0.4/32", "0a:58:0a:41:00:04"))
+                    await wait_until(
+                        lambda: len(read_recording(record)) == len(SNAPSHOT) + 2,
+                        what="the low driver to read cali-c",
+                    )
+                    attempts = target.arbitration.updates
+                    await wait_until(
+                        lambda: target.arbitration.updates > attempts,
+                        timeout=30,
+                        what="the low driver to try for mastership again",
+                    )
                     assert target.tables.entry_count("routes_v4") == 3
-                    assert target.write_count == before
+                    assert backup_writes == []
+                    high_primary = False
                 # The higher one is gone: the first regains mastership, re-reads, converges.
                 await wait_until(
                     lambda: target.tables.entry_count("routes_v4") == 4,

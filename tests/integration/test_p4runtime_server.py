@@ -14,7 +14,7 @@ import pytest
 from finsy.proto import U128, p4i, p4r, p4r_grpc, rpc_code, rpc_status
 from google.protobuf import text_format
 
-from felix_p4.target.server import GRPC_SERVER_OPTIONS, EmbeddedTarget, add_p4runtime
+from felix_p4.softswitch.server import GRPC_SERVER_OPTIONS, EmbeddedTarget, add_p4runtime
 
 DEVICE = 1
 TIMEOUT = 10.0  # seconds any single wait may take before the test fails

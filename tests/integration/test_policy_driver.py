@@ -14,7 +14,7 @@ from felix_harness import (
     wait_until,
 )
 
-from felix_p4.target.service import TargetClient
+from felix_p4.softswitch.client import TargetClient
 
 IN_SYNC = msg(in_sync={})
 WEB_SET = msg(ipset_update={"id": "s:web", "type": "NET", "members": ["10.65.0.2/32"]})
@@ -165,8 +165,7 @@ def test_out_of_set_bits_is_an_error_for_that_endpoint_only(tmp_path):
 def test_table_full_is_an_error_without_a_partial_program_then_recovers(tmp_path):
     from google.protobuf import text_format
 
-    from felix_p4.p4.pipeline import DEFAULT_P4INFO
-    from felix_p4.p4.schema import load_p4info
+    from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
 
     info = load_p4info(DEFAULT_P4INFO)
     for table in info.tables:

@@ -6,7 +6,7 @@ import grpc
 import yaml
 from felix_harness import SNAPSHOT, embedded_target, endpoint_update, felix_driver, msg, wait_until
 
-from felix_p4.target.service import TargetClient
+from felix_p4.softswitch.client import TargetClient
 
 IN_SYNC = msg(in_sync={})
 

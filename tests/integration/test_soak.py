@@ -10,7 +10,7 @@ from canonical import canonical, device_entries
 from felix_harness import ALLOW_ALL_PROFILE, Felix, felix_driver, msg, wait_until
 
 from calico_proto import felixbackend_pb2 as fb
-from felix_p4.target.service import start_target
+from felix_p4.softswitch.service import start_target
 
 ENDPOINTS = 40
 POLICIES = 8

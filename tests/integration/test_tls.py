@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from felix_harness import SNAPSHOT, Felix, felix_driver, msg, wait_until
 
-from felix_p4.target.service import ServerTls, start_target
+from felix_p4.softswitch.service import ServerTls, start_target
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 

@@ -11,11 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from calico_proto import felixbackend_pb2 as fb
-from felix_p4.config import load_settings
 from felix_p4.felix import wire
-from felix_p4.felix.driver import Driver
-from felix_p4.model.endpoints import workload_endpoint_from_proto
-from felix_p4.ports import PortResolver
+from felix_p4.felix.convert import workload_endpoint
+from felix_p4.felix.session import FelixSession
+from felix_p4.model.state import DataplaneState
 
 # Values that collide with what handlers parse: good and bad CIDRs, MACs, protocols, ids.
 STRINGS = [
@@ -136,17 +135,11 @@ def to_dataplane(draw) -> fb.ToDataplane:
     return message
 
 
-def _driver() -> tuple[Driver, list[int]]:
-    in_r, in_w = os.pipe()
+def _session() -> tuple[FelixSession, list[int]]:
     out_r, out_w = os.pipe()
-    settings = load_settings(
-        {"p4runtime": {"plaintext": True}, "services": {"source": "none"}},
-        env={},
-        path=None,
-    )
-    driver = Driver(settings, PortResolver({}), in_fd=in_r, out_fd=out_w)
     os.set_blocking(out_r, False)
-    return driver, [in_r, in_w, out_r]
+    os.set_blocking(out_w, False)
+    return FelixSession(DataplaneState(), os.fdopen(out_w, "wb", buffering=0)), [out_r]
 
 
 GOOD_ENDPOINT = fb.ToDataplane(
@@ -164,14 +157,14 @@ GOOD_ENDPOINT = fb.ToDataplane(
 @settings(max_examples=300)
 @given(st.lists(to_dataplane(), min_size=1, max_size=12))
 def test_random_payloads_never_crash_and_keep_good_state(messages):
-    driver, fds = _driver()
+    session, fds = _session()
     try:
-        driver.handle_frame(GOOD_ENDPOINT.SerializeToString())
+        session.handle_frame(GOOD_ENDPOINT.SerializeToString())
         for message in messages:
-            driver.handle_frame(message.SerializeToString())
-        for key, endpoint in driver.state.endpoints.items():
-            # Whatever is held was valid when it was accepted.
-            assert workload_endpoint_from_proto(key, endpoint.proto) == endpoint
+            session.handle_frame(message.SerializeToString())
+        for key, endpoint in session.state.endpoints.items():
+            # Whatever is held was valid when it was accepted, and is what Felix sent last.
+            assert workload_endpoint(key, session.endpoint_protos[key]) == endpoint
     finally:
         for fd in fds:
             os.close(fd)
@@ -180,9 +173,9 @@ def test_random_payloads_never_crash_and_keep_good_state(messages):
 @settings(max_examples=300)
 @given(st.binary(max_size=64))
 def test_undecodable_bodies_are_dropped_not_raised(body):
-    driver, fds = _driver()
+    session, fds = _session()
     try:
-        driver.handle_frame(body)
+        session.handle_frame(body)
     finally:
         for fd in fds:
             os.close(fd)

@@ -5,9 +5,10 @@ from hypothesis import strategies as st
 
 from calico_proto import felixbackend_pb2 as fb
 from felix_p4.compile.forwarding import ForwardingSettings, endpoint_entries, node_entries
-from felix_p4.model.endpoints import WorkloadEndpointKey, workload_endpoint_from_proto
-from felix_p4.p4.pipeline import DEFAULT_P4INFO
-from felix_p4.p4.schema import PipelineSchema, load_p4info
+from felix_p4.felix.convert import workload_endpoint
+from felix_p4.model.endpoints import WorkloadEndpointKey
+from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
+from felix_p4.p4.schema import PipelineSchema
 from felix_p4.p4.sync import SyncEngine
 
 SCHEMA = PipelineSchema(load_p4info(DEFAULT_P4INFO))
@@ -33,7 +34,7 @@ def _entries(name, host, mac, v6):
     )
     key = WorkloadEndpointKey("k8s", name, "eth0")
     port = int(name.split("-")[1]) + 1
-    return key, endpoint_entries(workload_endpoint_from_proto(key, pb), port, SETTINGS, 1, 1)
+    return key, endpoint_entries(workload_endpoint(key, pb), port, SETTINGS, 1, 1)
 
 
 @given(operations)

@@ -12,53 +12,65 @@ from hypothesis import strategies as st
 from policy_universe import HOST_PORT, POD_A, POD_B, endpoint, worlds
 
 from felix_p4.dataplane import Dataplane
+from felix_p4.dataplane.forwarding import NodeSettings
+from felix_p4.felix.dispatch import PAYLOADS
 from felix_p4.model.state import DataplaneState
+from felix_p4.p4.artefacts import DEFAULT_P4INFO, ensure_pipeline, load_p4info
 from felix_p4.p4.client import P4RuntimeClient
-from felix_p4.p4.pipeline import DEFAULT_P4INFO, ensure_pipeline
-from felix_p4.p4.schema import PipelineSchema, load_p4info
+from felix_p4.p4.schema import PipelineSchema
 from felix_p4.p4.sync import SyncEngine
 from felix_p4.ports import PortResolver
-from felix_p4.target.service import start_target
+from felix_p4.softswitch.service import start_target
 
 P4INFO = load_p4info(DEFAULT_P4INFO)
 SCHEMA = PipelineSchema(P4INFO)
 PORTS = {POD_A[0]: POD_A[3], POD_B[0]: POD_B[3], "host": HOST_PORT}
 
 
+def _touch(state: DataplaneState, payload: str) -> None:
+    """Mark the managers the dispatch table says this payload drives."""
+    state.changes.touched.update(PAYLOADS[payload].managers)
+
+
 def load(state: DataplaneState, world: dict) -> None:
-    """Bring the model to `world` the way Felix's messages would."""
+    """Bring the model to `world` through its own update methods, as Felix's messages do."""
     for key in set(state.policies) - set(world["policies"]):
-        del state.policies[key]
-        state.changes.policies.add(key)
-    for key, policy in world["policies"].items():
-        if state.policies.get(key) != policy:
-            state.policies[key] = policy
-            state.changes.policies.add(key)
-    for pid, profile in world["profiles"].items():
-        if state.profiles.get(pid) != profile:
-            state.profiles[pid] = profile
-            state.changes.profiles.add(pid)
-    for sid, ipset in world["ipsets"].items():
-        if state.ipsets.get(sid) != ipset:
-            state.ipsets[sid] = ipset
-            state.changes.ipsets.add(sid)
+        state.remove_policy(key)
+        _touch(state, "active_policy_remove")
+    for policy in world["policies"].values():
+        state.upsert_policy(policy)
+        _touch(state, "active_policy_update")
+    for profile in world["profiles"].values():
+        state.upsert_profile(profile)
+        _touch(state, "active_profile_update")
+    for ipset in world["ipsets"].values():
+        state.upsert_ipset(ipset)
+        _touch(state, "ipset_update")
     for pod in (POD_A, POD_B):
         ep = endpoint(pod, world)
         if world.get(f"drop-{pod[0]}"):
-            if state.endpoints.pop(ep.key, None) is not None:
-                state.changes.endpoints.add(ep.key)
-        elif state.endpoints.get(ep.key) != ep:
-            state.endpoints[ep.key] = ep
-            state.changes.endpoints.add(ep.key)
+            if ep.key in state.endpoints:
+                state.remove_endpoint(ep.key)
+                _touch(state, "workload_endpoint_remove")
+        else:
+            state.upsert_endpoint(ep)
+            _touch(state, "workload_endpoint_update")
+
+
+def _in_sync() -> DataplaneState:
+    state = DataplaneState()
+    PAYLOADS["in_sync"].apply(state, None)  # type: ignore[misc]
+    _touch(state, "in_sync")
+    return state
 
 
 async def _dataplane(address: str) -> tuple[Dataplane, P4RuntimeClient]:
     client = P4RuntimeClient(address, 1, 10)
     await client.connect()
     await ensure_pipeline(client, P4INFO, b"", push=True)
-    sync = SyncEngine(SCHEMA, client, unmanaged=("conntrack",))
+    sync = SyncEngine(SCHEMA, client)
     await sync.load_installed()
-    dataplane = Dataplane(sync, PortResolver(PORTS), 0xEEEEEEEEEEEE, HOST_PORT)
+    dataplane = Dataplane(sync, PortResolver(PORTS), NodeSettings(0xEEEEEEEEEEEE, HOST_PORT))
     dataplane.recover()
     return dataplane, client
 
@@ -68,18 +80,16 @@ async def _run(history: list[dict]) -> tuple[set, set]:
     fresh_server, fresh_port, fresh_target = await start_target("127.0.0.1:0")
     try:
         dataplane, client = await _dataplane(f"127.0.0.1:{port}")
-        state = DataplaneState(in_sync=True)
-        state.changes.node = True
+        state = _in_sync()
         for world in history:
             load(state, world)
-            await dataplane.apply(state, set(), set())
+            await dataplane.apply(state, set())
         await client.close()
 
         dataplane, client = await _dataplane(f"127.0.0.1:{fresh_port}")
-        scratch = DataplaneState(in_sync=True)
-        scratch.changes.node = True
+        scratch = _in_sync()
         load(scratch, history[-1])
-        await dataplane.apply(scratch, set(), set())
+        await dataplane.apply(scratch, set())
         await client.close()
         return canonical(device_entries(target)), canonical(device_entries(fresh_target))
     finally:

@@ -17,14 +17,15 @@ from policy_universe import (
 )
 
 from felix_p4.compile.forwarding import ForwardingSettings, endpoint_entries, node_entries
-from felix_p4.compile.policy import PolicyCompiler, program_spec
+from felix_p4.compile.ipsets import Classifier
+from felix_p4.compile.policy import SET_BITS, PolicyCompiler, program_spec
 from felix_p4.model.reference import PolicyView, evaluate
-from felix_p4.p4.pipeline import DEFAULT_P4INFO
-from felix_p4.p4.schema import PipelineSchema, load_p4info
-from felix_p4.target.packet import build
-from felix_p4.target.pipeline import FelixPipeline
-from felix_p4.target.service import initial_defaults
-from felix_p4.target.tables import TableStore
+from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
+from felix_p4.p4.schema import PipelineSchema
+from felix_p4.softswitch.behavioural import FelixPipeline
+from felix_p4.softswitch.packet import build
+from felix_p4.softswitch.service import initial_defaults
+from felix_p4.softswitch.store import TableStore
 
 P4INFO = load_p4info(DEFAULT_P4INFO)
 SCHEMA = PipelineSchema(P4INFO)
@@ -33,7 +34,7 @@ SCHEMA = PipelineSchema(P4INFO)
 def compile_world(world: dict) -> tuple[FelixPipeline, dict]:
     """Install what the driver would for pods A and B into a fresh table store."""
     store = TableStore(P4INFO, initial_defaults=initial_defaults(P4INFO))
-    compiler = PolicyCompiler(SCHEMA)
+    compiler = PolicyCompiler(Classifier(SET_BITS))
     settings = ForwardingSettings(host_port=HOST_PORT)
     entries = node_entries(settings)
     endpoints = {}

@@ -7,8 +7,8 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
-from felix_p4.target.packet import build
-from felix_p4.target.pipeline import parse, rewrite
+from felix_p4.softswitch.behavioural import parse, rewrite
+from felix_p4.softswitch.packet import build
 
 
 def _valid(raw: bytes) -> bool:

@@ -5,7 +5,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 
-from felix_p4.target.packet import build, describe
+from felix_p4.softswitch.packet import build, describe
 
 
 def test_tcp_ipv4_fields_and_checksums_match_scapy():

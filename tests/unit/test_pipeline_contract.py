@@ -5,14 +5,14 @@ hand, this checks that every @id/@name the source declares is in it with that id
 """
 
 import re
-from pathlib import Path
 
-from felix_p4.p4.pipeline import DEFAULT_P4INFO, PIPELINE_DIR
-from felix_p4.p4.schema import load_p4info
-from felix_p4.target.pipeline import ACTIONS, TABLES
+from felix_p4.p4.artefacts import DEFAULT_P4INFO, P4SRC, load_p4info
+from felix_p4.pipeline import PIPELINE
 
 P4INFO = load_p4info(DEFAULT_P4INFO)
-SOURCE = "\n".join(p.read_text() for p in sorted(Path(PIPELINE_DIR).glob("*.p4")))
+SOURCE = "\n".join(
+    p.read_text() for p in sorted(P4SRC.iterdir(), key=lambda p: p.name) if p.name.endswith(".p4")
+)
 DECLARED = re.compile(r'@id\((0x[0-9a-fA-F]+)\)\s*@name\("\.(\w+)"\)\s*(table|action)\s+\w+')
 MACRO_TABLES = re.compile(r'RULE_TABLE\(\w+, "\.(\w+)", (0x[0-9a-fA-F]+)\)')
 
@@ -32,9 +32,9 @@ def test_every_declared_table_and_action_is_in_the_p4info_with_its_id():
         assert tables.get(name) == int(ident, 16), name
 
 
-def test_the_behavioural_model_uses_only_p4info_names():
-    assert set(TABLES) <= set(_by_name(P4INFO.tables))
-    assert set(ACTIONS) <= set(_by_name(P4INFO.actions))
+def test_the_declaration_names_every_table_and_action_of_the_p4info():
+    assert {t.name for t in PIPELINE.tables} == set(_by_name(P4INFO.tables))
+    assert set(PIPELINE.actions) == set(_by_name(P4INFO.actions))
 
 
 def test_p4info_is_for_pna_and_has_the_service_selector():

@@ -8,15 +8,17 @@ from finsy.proto import p4r
 
 from calico_proto import felixbackend_pb2 as fb
 from felix_p4.compile.forwarding import ForwardingSettings, endpoint_entries, node_entries
-from felix_p4.compile.policy import CannotCompile, PolicyCompiler, program_spec
-from felix_p4.model.endpoints import WorkloadEndpointKey, workload_endpoint_from_proto
+from felix_p4.compile.ipsets import Classifier
+from felix_p4.compile.policy import SET_BITS, CannotCompile, PolicyCompiler, program_spec
+from felix_p4.felix.convert import workload_endpoint
+from felix_p4.model.endpoints import WorkloadEndpointKey
 from felix_p4.model.policy import IpSet, Policy, PolicyKey, Profile, Rule, TierInfo
-from felix_p4.p4.pipeline import DEFAULT_P4INFO
-from felix_p4.p4.schema import PipelineSchema, load_p4info
-from felix_p4.target.packet import build
-from felix_p4.target.pipeline import FelixPipeline
-from felix_p4.target.service import initial_defaults
-from felix_p4.target.tables import TableStore
+from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
+from felix_p4.p4.schema import PipelineSchema
+from felix_p4.softswitch.behavioural import FelixPipeline
+from felix_p4.softswitch.packet import build
+from felix_p4.softswitch.service import initial_defaults
+from felix_p4.softswitch.store import TableStore
 
 P4INFO = load_p4info(DEFAULT_P4INFO)
 SCHEMA = PipelineSchema(P4INFO)
@@ -43,7 +45,7 @@ def _endpoint(name, ip, tiers=TIERS):
         state="active",
         profile_ids=["kns.default"],
     )
-    ep = workload_endpoint_from_proto(WorkloadEndpointKey("k8s", name, "eth0"), pb)
+    ep = workload_endpoint(WorkloadEndpointKey("k8s", name, "eth0"), pb)
     return attrs.evolve(ep, tiers=tiers)
 
 
@@ -56,7 +58,7 @@ class Clock:
 
 def _pipeline(clock=None):
     store = TableStore(P4INFO, initial_defaults=initial_defaults(P4INFO))
-    compiler = PolicyCompiler(SCHEMA)
+    compiler = PolicyCompiler(Classifier(SET_BITS))
     settings = ForwardingSettings(host_port=100)
     entries = list(node_entries(settings))
     programs = {}
@@ -128,7 +130,7 @@ def test_learned_flow_expires_after_its_idle_timeout():
 
 
 def test_more_blocks_than_stages_cannot_compile():
-    compiler = PolicyCompiler(SCHEMA)
+    compiler = PolicyCompiler(Classifier(SET_BITS))
     tiers = tuple(TierInfo(f"t{i}", (ALLOW,), (), "Pass") for i in range(compiler.stages))
     spec = program_spec(_endpoint("x", "10.0.0.9", tiers), "ingress", POLICIES, PROFILES)
     with pytest.raises(CannotCompile, match="stages"):

@@ -3,8 +3,8 @@
 import ipaddress
 
 from felix_p4.compile.services import NodeContext, ServiceCompiler
-from felix_p4.model.services import endpoint_slice_from_k8s, service_from_k8s
-from felix_p4.p4.entries import ActionProfileGroup, ActionProfileMember, TableEntry
+from felix_p4.k8s.convert import endpoint_slice_from_k8s, service_from_k8s
+from felix_p4.pipeline.entries import ActionProfileGroup, ActionProfileMember, TableEntry
 
 NODE = NodeContext(
     "node-1",

@@ -4,11 +4,10 @@ import ipaddress
 
 import pytest
 
+from felix_p4.k8s.convert import endpoint_slice_from_k8s, service_from_k8s
 from felix_p4.model.services import (
     DEFAULT_AFFINITY_SECONDS,
     backends,
-    endpoint_slice_from_k8s,
-    service_from_k8s,
 )
 from felix_p4.model.values import InvalidObject
 

@@ -1,9 +1,9 @@
-"""The sync engine's plan: only differences, deletes before modifies before inserts, conflicts."""
+"""The sync engine's plan: only differences, inserts and modifies before deletes, conflicts."""
 
-from felix_p4.p4.entries import Exact, Lpm, TableEntry
-from felix_p4.p4.pipeline import DEFAULT_P4INFO
-from felix_p4.p4.schema import PipelineSchema, load_p4info
+from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
+from felix_p4.p4.schema import PipelineSchema
 from felix_p4.p4.sync import DELETE, INSERT, MODIFY, SyncEngine
+from felix_p4.pipeline.entries import Exact, Lpm, TableEntry
 
 SCHEMA = PipelineSchema(load_p4info(DEFAULT_P4INFO))
 

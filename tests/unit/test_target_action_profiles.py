@@ -27,7 +27,7 @@ from test_target_tables import (
     refused,
 )
 
-from felix_p4.target.tables import Lookup, P4RuntimeError, TableStore
+from felix_p4.softswitch.store import Lookup, P4RuntimeError, TableStore
 
 NO_ACTION, DROP, SET_NHOP, SET_PORT = range(0x01000001, 0x01000005)
 ECMP, ECMP_BY_VRF, NEXTHOPS, WCMP, DIRECT = range(0x02000001, 0x02000006)

@@ -9,7 +9,7 @@ from finsy.proto import p4i, p4r, rpc_code
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from felix_p4.target.tables import Lookup, P4RuntimeError, TableStore
+from felix_p4.softswitch.store import Lookup, P4RuntimeError, TableStore
 
 EXACT, LPM, TERNARY, RANGE, OPTIONAL = (
     p4i.MatchField.EXACT,

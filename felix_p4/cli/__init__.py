@@ -22,9 +22,13 @@ def _setup_logging(level: str) -> None:
 
 def _driver(args: argparse.Namespace) -> int:
     from felix_p4 import metrics
-    from felix_p4.config import ConfigError, load_settings
-    from felix_p4.felix.driver import Driver
+    from felix_p4.driver import Driver, run_on_fds
+    from felix_p4.felix.session import FelixPipesMissing
+    from felix_p4.p4.artefacts import ArtefactError
+    from felix_p4.p4.schema import SchemaError
     from felix_p4.ports import make_resolver
+    from felix_p4.settings import ConfigError, load_settings
+    from felix_p4.softswitch.client import target_port_source
 
     overrides: dict[str, Any] = {}
     if getattr(args, "p4runtime_address", None):
@@ -39,28 +43,24 @@ def _driver(args: argparse.Namespace) -> int:
         _setup_logging("ERROR")
         logging.getLogger("felix_p4").error("configuration: %s", exc)
         return 2
-    _setup_logging(settings["log_level"] or "INFO")
-    if settings["metrics"]["address"]:
-        metrics.serve(settings["metrics"]["address"])
+    _setup_logging(settings.log_level or "INFO")
+    if settings.metrics.address:
+        metrics.serve(settings.metrics.address)
 
     async def run() -> int:
-        try:
-            resolver = make_resolver(settings["ports"], settings["p4runtime"]["address"])
-        except ValueError as exc:
-            logging.getLogger("felix_p4").error("configuration: %s", exc)
-            return 2
+        resolver = make_resolver(settings.ports, target_port_source(settings.p4runtime.address))
         try:
             driver = Driver(settings, resolver)
-        except ConfigError as exc:
+            return await run_on_fds(driver)
+        except (ConfigError, FelixPipesMissing, ArtefactError, SchemaError) as exc:
             logging.getLogger("felix_p4").error("configuration: %s", exc)
             return 2
-        return await driver.run()
 
     return asyncio.run(run())
 
 
 def _target(args: argparse.Namespace) -> int:
-    from felix_p4.target.service import ServerTls, start_target
+    from felix_p4.softswitch.service import ServerTls, start_target
 
     _setup_logging(args.log_level)
     tls = None
@@ -93,8 +93,8 @@ def _parse_spec(text: str) -> dict[str, Any]:
 def _trace(args: argparse.Namespace) -> int:
     import grpc
 
-    from felix_p4.sim import format_result
-    from felix_p4.target.service import TargetClient
+    from felix_p4.cli.sim import format_result
+    from felix_p4.softswitch.client import TargetClient
 
     request: dict[str, Any] = {"in_port": args.in_port, "commit": args.commit}
     if args.hex:
@@ -119,20 +119,20 @@ def _trace(args: argparse.Namespace) -> int:
 
 
 def _tables(args: argparse.Namespace) -> int:
-    from felix_p4.tables import dump_tables
+    from felix_p4.cli.tables import dump_tables
 
     return asyncio.run(dump_tables(args.target, args.device_id, args.json))
 
 
 def _sim(args: argparse.Namespace) -> int:
-    from felix_p4.sim import run_scenario_file
+    from felix_p4.cli.sim import run_scenario_file
 
     _setup_logging(args.log_level)
     return asyncio.run(run_scenario_file(args.scenario, args.json))
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from felix_p4.replay import main as replay_main
+    from felix_p4.cli.replay import main as replay_main
 
     _setup_logging(args.log_level)
     return replay_main(args.file, args.target, args.plaintext)

@@ -15,22 +15,15 @@ from typing import Any
 import attrs
 import grpc
 
-from felix_p4.target.packet import PacketError, build, describe
-from felix_p4.target.pipeline import FelixPipeline
-from felix_p4.target.server import GRPC_SERVER_OPTIONS, EmbeddedTarget, add_p4runtime
+from felix_p4.pipeline import PIPELINE
+from felix_p4.softswitch.behavioural import FelixPipeline
+from felix_p4.softswitch.client import SERVICE, decode, encode
+from felix_p4.softswitch.packet import PacketError, build, describe
+from felix_p4.softswitch.server import GRPC_SERVER_OPTIONS, EmbeddedTarget, add_p4runtime
 
 log = logging.getLogger(__name__)
 
-SERVICE = "felix_p4.Target"
 FIRST_AUTO_PORT = 1
-
-
-def _encode(obj: Any) -> bytes:
-    return json.dumps(obj).encode()
-
-
-def _decode(raw: bytes) -> Any:
-    return json.loads(raw.decode())
 
 
 class TargetService:
@@ -76,7 +69,7 @@ class TargetService:
 def _unary(handler: Any) -> grpc.RpcMethodHandler:
     async def call(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            return _encode(handler(_decode(raw), context))
+            return encode(handler(decode(raw), context))
         except (ValueError, KeyError, PacketError, json.JSONDecodeError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{type(exc).__name__}: {exc}")
         except RuntimeError as exc:
@@ -123,22 +116,11 @@ async def start_target(
 
 
 def initial_defaults(p4info: Any) -> dict[str, tuple[str, dict[str, int]]]:
-    """Default actions pipeline/forwarding.p4 declares that the P4Info cannot carry."""
+    """Default actions the program declares that the P4Info cannot carry (the P4Info names
+    only a table's const default)."""
     names = {t.preamble.name for t in p4info.tables}
-    return {t: ("no_route", {}) for t in ("routes_v4", "routes_v6") if t in names}
-
-
-class TargetClient:
-    """Client for felix_p4.Target over a grpc.aio channel."""
-
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._trace = channel.unary_unary(f"/{SERVICE}/Trace")
-        self._port_of = channel.unary_unary(f"/{SERVICE}/PortOf")
-
-    async def trace(self, request: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = _decode(await self._trace(_encode(request)))
-        return result
-
-    async def port_of(self, name: str) -> int:
-        reply = _decode(await self._port_of(_encode({"name": name})))
-        return int(reply["port"])
+    return {
+        t.name: (t.default.name, {})
+        for t in PIPELINE.tables
+        if not t.const_default and not t.profile and t.name in names
+    }

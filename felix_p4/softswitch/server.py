@@ -10,7 +10,7 @@ import attrs
 import grpc
 from finsy.proto import U128, p4i, p4r, p4r_grpc, rpc_code, rpc_status
 
-from felix_p4.target.tables import P4RuntimeError, TableStore
+from felix_p4.softswitch.store import P4RuntimeError, TableStore
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ class EmbeddedTarget:
         self.tables: TableStore | None = None
         self.config: p4r.ForwardingPipelineConfig | None = None  # as committed, for Get
         self.on_pipeline: list[Callable[[], None]] = []
+        # Called with every WriteRequest before it is checked: who wrote, and when.
+        self.on_write: list[Callable[[p4r.WriteRequest], None]] = []
         self.write_count = 0
         self.arbitration = Arbitration(device_id)
         self._initial_defaults_for = initial_defaults_for
@@ -116,6 +118,7 @@ class Arbitration:
         self._sessions: list[_Session] = []
         self._primary: _Session | None = None
         self._highest: int | None = None  # election_id_past in the spec
+        self.updates = 0  # MasterArbitrationUpdates received, from any stream
 
     @property
     def primary_election_id(self) -> int | None:
@@ -126,6 +129,7 @@ class Arbitration:
 
     def update(self, session: _Session, update: p4r.MasterArbitrationUpdate) -> None:
         """Apply one MasterArbitrationUpdate; P4RuntimeError means: end that stream."""
+        self.updates += 1
         if update.device_id != self.device_id:
             if session.live:
                 raise P4RuntimeError(
@@ -313,6 +317,8 @@ class _P4RuntimeServicer(p4r_grpc.P4RuntimeServicer):
 
     def _write(self, request: p4r.WriteRequest) -> list[P4RuntimeError | None]:
         target = self._target
+        for callback in list(target.on_write):
+            callback(request)
         self._check_primary(request)
         tables = self._pipeline()
         updates = request.updates

@@ -17,11 +17,13 @@ import yaml
 from google.protobuf import json_format
 
 from calico_proto import felixbackend_pb2 as fb
+from felix_p4.felix.convert import endpoint_key
 from felix_p4.felix.spawn import spawn_driver
 from felix_p4.k8s.source import objects_from_documents
 from felix_p4.model.endpoints import WorkloadEndpointKey
 from felix_p4.model.values import format_mac
-from felix_p4.target.service import TargetClient, start_target
+from felix_p4.softswitch.client import TargetClient
+from felix_p4.softswitch.service import start_target
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +189,7 @@ async def _feed_and_settle(driver: Any, messages: list[fb.ToDataplane]) -> None:
         if payload == "in_sync":
             expect_in_sync = True
         elif payload in ("workload_endpoint_update", "workload_endpoint_remove"):
-            pending.add(WorkloadEndpointKey.from_proto(getattr(message, payload).id))
+            pending.add(endpoint_key(getattr(message, payload).id))
         await driver.send(message)
     if not expect_in_sync:
         return
@@ -203,7 +205,7 @@ async def _feed_and_settle(driver: Any, messages: list[fb.ToDataplane]) -> None:
             if kind == "dataplane_in_sync":
                 in_sync = True
             elif kind in ("workload_endpoint_status_update", "workload_endpoint_status_remove"):
-                pending.discard(WorkloadEndpointKey.from_proto(getattr(reply, kind).id))
+                pending.discard(endpoint_key(getattr(reply, kind).id))
 
     try:
         await asyncio.wait_for(settle(), SETTLE_TIMEOUT)

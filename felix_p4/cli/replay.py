@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import attrs
 import yaml
 
 from calico_proto import felixbackend_pb2 as fb
@@ -67,14 +68,14 @@ async def replay(path: Path, settings: dict[str, Any], timeout: float = 120.0) -
 
 
 def main(path: str, target: str, plaintext: bool) -> int:
-    from felix_p4.config import ConfigError, load_settings
+    from felix_p4.settings import ConfigError, load_settings
 
     overrides: dict[str, Any] = {"p4runtime": {"address": target}, "record": ""}
     if plaintext:
         overrides["p4runtime"]["plaintext"] = True
     try:
         # The usual settings (file, environment) with the target and no re-recording.
-        settings = load_settings(overrides)
+        settings = attrs.asdict(load_settings(overrides))
         return asyncio.run(replay(Path(path), settings))
     except (OSError, RuntimeError, TimeoutError, ConfigError) as exc:
         print(f"felix-p4 replay: {exc}", file=sys.stderr)

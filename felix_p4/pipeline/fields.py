@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from felix_p4.p4.entries import Exact, Match, Ternary
+from felix_p4.pipeline.entries import Exact, Match, Ternary
 
 MASK64 = (1 << 64) - 1
 

@@ -17,66 +17,19 @@ from typing import Any
 
 import attrs
 
-from felix_p4.target.packet import ETH_ARP, ETH_IPV4, ETH_IPV6
-from felix_p4.target.tables import Lookup, TableStore
+from felix_p4 import pipeline as P
+from felix_p4.softswitch.packet import ETH_ARP, ETH_IPV4, ETH_IPV6
+from felix_p4.softswitch.store import Lookup, TableStore
 
 IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, IP_PROTO_ICMPV6 = 1, 6, 17, 58
 IP_PROTO_SCTP, IP_PROTO_UDPLITE = 132, 136
-POLICY_STAGES = 7
 CT_PROFILE = {IP_PROTO_TCP: 1, IP_PROTO_UDP: 2}
 CT_PROFILE_OTHER = 3
 # Expiry of learned flows per profile, seconds (the kernel's conntrack defaults).
 CT_TIMEOUT = {1: 432000.0, 2: 120.0, 3: 30.0}
 
-STAGES = {
-    direction: [f"{direction}_stage_{i}" for i in range(POLICY_STAGES)]
-    for direction in ("egress", "ingress")
-}
-# Every table and action name the model reads; held to the P4Info by a test.
-TABLES = (
-    "port_classify",
-    "source_check_v4",
-    "source_check_v6",
-    "routes_v4",
-    "routes_v6",
-    "services",
-    "service_backends",
-    "service_affinity",
-    "service_flows",
-    "service_replies",
-    "ipset_src_v4",
-    "ipset_dst_v4",
-    "ipset_src_v6",
-    "ipset_dst_v6",
-    "portset_src",
-    "portset_dst",
-    *STAGES["egress"],
-    *STAGES["ingress"],
-    "conntrack",
-)
-ACTIONS = (
-    "drop",
-    "workload_port",
-    "host_port",
-    "allow_source",
-    "to_workload",
-    "to_host",
-    "no_route",
-    "to_service",
-    "service_reject",
-    "set_backend",
-    "affine",
-    "pinned",
-    "un_nat",
-    "set_src_sets",
-    "set_dst_sets",
-    "add_src_sets",
-    "add_dst_sets",
-    "rule_allow",
-    "rule_deny",
-    "rule_pass",
-    "ct_established",
-)
+# Per direction, the names of the policy stages in order.
+STAGES = {d: [t.name for t in tables] for d, tables in P.STAGES.items()}
 
 
 @attrs.define
@@ -314,10 +267,10 @@ class FelixPipeline:
         meta = _Meta()
 
         # FelixPort
-        classify = self._apply(trace, "port_classify", {"port": in_port})
-        if classify.action not in ("workload_port", "host_port"):
+        classify = self._apply(trace, P.PORT_CLASSIFY.name, {"port": in_port})
+        if classify.action not in (P.WORKLOAD_PORT.name, P.HOST_PORT.name):
             return Result("drop", None, f"port {in_port} is not a known port", raw, trace)
-        workload = classify.action == "workload_port"
+        workload = classify.action == P.WORKLOAD_PORT.name
         gateway_mac = classify.params.get("gateway_mac", 0)
         meta.egress_program = classify.params.get("egress_program", 0)
         if hdr.arp is not None:
@@ -344,10 +297,10 @@ class FelixPipeline:
             src = hdr.ipv4[12:16] if hdr.ipv4 is not None else hdr.ipv6[8:24]  # type: ignore[index]
             check = self._apply(
                 trace,
-                f"source_check_v{version}",
+                P.SOURCE_CHECK[version].name,
                 {"port": in_port, **_addr_key("src", int.from_bytes(src, "big"), version)},
             )
-            if check.action != "allow_source":
+            if check.action != P.ALLOW_SOURCE.name:
                 return Result(
                     "drop", None, "source address not allowed on this port (spoofed)", raw, trace
                 )
@@ -372,8 +325,8 @@ class FelixPipeline:
         # FelixRouting
         ip = hdr.ipv4 if hdr.ipv4 is not None else hdr.ipv6
         assert ip is not None
-        route = self._apply(trace, f"routes_v{version}", _addr_key("dst", meta.dst_addr, version))
-        if route.action == "to_workload":
+        route = self._apply(trace, P.ROUTES[version].name, _addr_key("dst", meta.dst_addr, version))
+        if route.action == P.TO_WORKLOAD.name:
             ttl_at = 8 if version == 4 else 7
             if ip[ttl_at] <= 1:
                 return Result("drop", None, "TTL / hop limit expired", raw, trace)
@@ -389,7 +342,7 @@ class FelixPipeline:
                 route.params["port"],
                 "routed to local workload",
             )
-        elif route.action == "to_host":
+        elif route.action == P.TO_HOST.name:
             verdict, egress_port, reason = "host", route.params["port"], "handed to the host"
         else:
             return Result("drop", None, f"no route in routes_v{version}", raw, trace)
@@ -413,7 +366,7 @@ class FelixPipeline:
         state = _ServiceState()
         front = self._apply(
             trace,
-            "services",
+            P.SERVICES.name,
             {
                 "ip_version": meta.ip_version,
                 **_halves("addr", meta.dst_addr),
@@ -421,15 +374,15 @@ class FelixPipeline:
                 "port": meta.dst_port,
             },
         )
-        if front.action == "service_reject":
+        if front.action == P.SERVICE_REJECT.name:
             state.reject = trace[-1].get("rule", "no ready endpoints")
             return state
         timeout = CT_TIMEOUT[CT_PROFILE.get(meta.l4_proto, CT_PROFILE_OTHER)]
-        if front.action == "to_service":
+        if front.action == P.TO_SERVICE.name:
             state.is_service = True
             params = front.params
             chosen = self._apply(
-                trace, "service_backends", {"group": params["group"]}, selector_hash(meta)
+                trace, P.SERVICE_BACKENDS.name, {"group": params["group"]}, selector_hash(meta)
             )
             state.nat_addr = _joined(chosen.params, "addr")
             state.nat_port = chosen.params.get("port", 0)
@@ -439,7 +392,7 @@ class FelixPipeline:
                     **_halves("client", meta.src_addr),
                     "service": params["service_id"],
                 }
-                affinity = self._learned(trace, "service_affinity", key)
+                affinity = self._learned(trace, P.SERVICE_AFFINITY.name, key)
                 if affinity.hit:
                     state.nat_addr = _joined(affinity.params, "addr")
                     state.nat_port = affinity.params["port"]
@@ -447,22 +400,22 @@ class FelixPipeline:
                     backend = {**_halves("addr", state.nat_addr), "port": state.nat_port}
                     self._learn(
                         trace,
-                        "service_affinity",
+                        P.SERVICE_AFFINITY.name,
                         key,
-                        "affine",
+                        P.AFFINE.name,
                         backend,
                         float(params["affinity_seconds"]),
                     )
             flow_key = _flow_key(
                 meta, (meta.src_addr, meta.src_port), (meta.dst_addr, meta.dst_port)
             )
-            pin = self._learned(trace, "service_flows", flow_key)
+            pin = self._learned(trace, P.SERVICE_FLOWS.name, flow_key)
             if pin.hit:
                 state.nat_addr = _joined(pin.params, "addr")
                 state.nat_port = pin.params["port"]
             elif commit:
                 backend = {**_halves("addr", state.nat_addr), "port": state.nat_port}
-                self._learn(trace, "service_flows", flow_key, "pinned", backend, timeout)
+                self._learn(trace, P.SERVICE_FLOWS.name, flow_key, P.PINNED.name, backend, timeout)
             reply_dst = meta.src_addr
             if state.nat_addr == meta.src_addr:
                 state.hairpin = True
@@ -471,7 +424,7 @@ class FelixPipeline:
             reverse_key = _flow_key(
                 meta, (state.nat_addr, state.nat_port), (reply_dst, meta.src_port)
             )
-            reverse = self._learned(trace, "service_replies", reverse_key)
+            reverse = self._learned(trace, P.SERVICE_REPLIES.name, reverse_key)
             if not reverse.hit and commit:
                 translation = {
                     **_halves("service", meta.dst_addr),
@@ -479,11 +432,13 @@ class FelixPipeline:
                     **_halves("client", meta.src_addr),
                     "client_port": meta.src_port,
                 }
-                self._learn(trace, "service_replies", reverse_key, "un_nat", translation, timeout)
+                self._learn(
+                    trace, P.SERVICE_REPLIES.name, reverse_key, P.UN_NAT.name, translation, timeout
+                )
             return state
         reverse = self._learned(
             trace,
-            "service_replies",
+            P.SERVICE_REPLIES.name,
             _flow_key(meta, (meta.src_addr, meta.src_port), (meta.dst_addr, meta.dst_port)),
         )
         if reverse.hit:
@@ -504,21 +459,24 @@ class FelixPipeline:
         commit: bool,
     ) -> str:
         """pipeline/policy.p4 and the PNA wrapper's conntrack; returns why a packet is denied."""
-        family = "v4" if version == 4 else "v6"
-        src = self._apply(trace, f"ipset_src_{family}", _addr_key("addr", meta.src_addr, version))
+        src = self._apply(
+            trace, P.IPSET[("src", version)].name, _addr_key("addr", meta.src_addr, version)
+        )
         meta.src_sets = _joined(src.params, "sets")
-        dst = self._apply(trace, f"ipset_dst_{family}", _addr_key("addr", meta.dst_addr, version))
+        dst = self._apply(
+            trace, P.IPSET[("dst", version)].name, _addr_key("addr", meta.dst_addr, version)
+        )
         meta.dst_sets = _joined(dst.params, "sets")
         port_key = {"ip_version": version, "proto": meta.l4_proto}
         named = self._apply(
             trace,
-            "portset_src",
+            P.PORTSET["src"].name,
             {**port_key, **_halves("addr", meta.src_addr), "port": meta.src_port},
         )
         meta.src_sets |= _joined(named.params, "sets")
         named = self._apply(
             trace,
-            "portset_dst",
+            P.PORTSET["dst"].name,
             {**port_key, **_halves("addr", meta.dst_addr), "port": meta.dst_port},
         )
         meta.dst_sets |= _joined(named.params, "sets")
@@ -543,14 +501,16 @@ class FelixPipeline:
             **_halves("b", b[0]),
             "b_port": b[1],
         }
-        ct = self._learned(trace, "conntrack", ct_key)
+        ct = self._learned(trace, P.CONNTRACK.name, ct_key)
         if ct.hit:
             return ""
         if denied:
             return denied
         if commit:
             profile = CT_PROFILE.get(meta.l4_proto, CT_PROFILE_OTHER)
-            self._learn(trace, "conntrack", ct_key, "ct_established", {}, CT_TIMEOUT[profile])
+            self._learn(
+                trace, P.CONNTRACK.name, ct_key, P.CT_ESTABLISHED.name, {}, CT_TIMEOUT[profile]
+            )
         return ""
 
     def _run_program(
@@ -570,9 +530,9 @@ class FelixPipeline:
         }
         for table in STAGES[direction]:
             result = self._apply(trace, table, key)
-            if result.action == "rule_allow":
+            if result.action == P.RULE_ALLOW.name:
                 return "allow"
-            if result.action == "rule_deny":
+            if result.action == P.RULE_DENY.name:
                 return "deny"
         return "no verdict (deny)"
 

@@ -1,0 +1,181 @@
+"""One apply: the managers compile what changed, the sync engine writes it in dependency order,
+and every touched endpoint gets its resulting status.
+
+Phases keep the device safe at every step: (A) IP-set classification, services and new policy
+programs, (B) endpoints' forwarding entries pointing at programs that were fully installed,
+(C) removal of what nothing references any more. An endpoint never points at a partly
+installed program, and nothing is deleted before its replacement is in place.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+
+from felix_p4.compile.forwarding import CannotForward
+from felix_p4.compile.policy import DIRECTIONS, CannotCompile, Program
+from felix_p4.dataplane.forwarding import ForwardingManager, NodeSettings
+from felix_p4.dataplane.ipsets import IpSetManager
+from felix_p4.dataplane.policy import PolicyManager
+from felix_p4.dataplane.services import ServiceManager
+from felix_p4.model.endpoints import WorkloadEndpoint, WorkloadEndpointKey
+from felix_p4.model.policy import IPAddress
+from felix_p4.model.state import DataplaneState
+from felix_p4.model.status import DOWN, ERROR, UP
+from felix_p4.p4.sync import ApplyReport, SyncEngine
+from felix_p4.pipeline import PIPELINE, Owner
+from felix_p4.pipeline.entries import TableEntry
+from felix_p4.ports import PortResolver
+
+log = logging.getLogger(__name__)
+
+FORWARDING_TABLES = frozenset(PIPELINE.owned_by(Owner.FORWARDING))
+# Phase A writes everything the forwarding entries may point at.
+EARLY_TABLES = frozenset(PIPELINE.write_order()) - FORWARDING_TABLES
+
+
+@attrs.define
+class ApplyOutcome:
+    statuses: dict[WorkloadEndpointKey, str] = attrs.Factory(dict)
+    removed: list[WorkloadEndpointKey] = attrs.Factory(list)
+    retry: bool = False
+    written: int = 0
+    failed: int = 0
+
+
+class Dataplane:
+    """The managers over one sync engine; `apply` is called once per batch of changes."""
+
+    def __init__(
+        self,
+        sync: SyncEngine,
+        ports: PortResolver,
+        node: NodeSettings,
+        hairpin: dict[int, IPAddress] | None = None,
+        services_enabled: bool = False,
+    ) -> None:
+        self.sync = sync
+        self.ipsets = IpSetManager(sync)
+        self.policy = PolicyManager(sync, self.ipsets.classifier)
+        self.forwarding = ForwardingManager(sync, ports, node)
+        self.services = ServiceManager(sync, hairpin or {}, services_enabled)
+        # Endpoints not "up" are revisited at every apply until they are.
+        self.not_up: set[WorkloadEndpointKey] = set()
+        self._recovered = False
+
+    def recover(self) -> None:
+        """Adopt allocations from what the device holds (after sync.load_installed)."""
+        installed = list(self.sync.installed.values())
+        self.policy.recover(e for e in installed if isinstance(e, TableEntry))
+        self.services.recover(installed)
+
+    async def apply(self, state: DataplaneState, invalid: set[WorkloadEndpointKey]) -> ApplyOutcome:
+        out = ApplyOutcome()
+        sync = self.sync
+        changes = state.changes
+        touched = changes.touched
+        keys = set(self.not_up)
+        if Owner.IPSETS in touched:
+            self.ipsets.update(state, changes)
+        if Owner.POLICY in touched:
+            self.policy.update(state, changes)
+            keys |= self.policy.affected(state, changes)
+        if Owner.FORWARDING in touched:
+            await self.forwarding.update(state, changes)
+            keys |= self.forwarding.affected(changes)
+        if Owner.SERVICES in touched:
+            self.services.update(state, changes)
+        changes.clear()
+
+        # Phase A: programs the endpoints now need, and their classification entries.
+        wanted: dict[WorkloadEndpointKey, tuple[WorkloadEndpoint, int, dict[str, Program]]] = {}
+        for key in sorted(keys):  # sorted: ports handed out on first sight number reproducibly
+            endpoint = state.endpoints.get(key)
+            if endpoint is None:
+                self.forwarding.remove(key)
+                self.policy.forget(key)
+                if key in invalid:
+                    out.statuses[key] = ERROR  # never had a valid version to program
+                else:
+                    out.removed.append(key)
+                continue
+            port = await self.forwarding.port_of(endpoint)
+            if port is None:
+                self.forwarding.remove(key)
+                self.policy.forget(key)
+                out.statuses[key] = DOWN
+                continue
+            try:
+                programs = self.policy.programs_for(endpoint, state)
+            except CannotCompile as exc:
+                log.error("workload endpoint %s: %s", key, exc)
+                out.statuses[key] = ERROR
+                if not self.policy.has_installed(key):
+                    self.forwarding.blackhole(endpoint)
+                continue
+            wanted[key] = (endpoint, port, programs)
+        self.ipsets.flush()
+        report = await sync.apply(EARLY_TABLES, deletes=False)
+        self._count(report, out)
+        failed_programs = {o for o in report.errors if isinstance(o, tuple) and o[0] == "program"}
+
+        # Phase B: endpoints move to their new programs if those are complete.
+        for key, (endpoint, port, programs) in wanted.items():
+            chosen: dict[str, Program] = {}
+            for d, program in programs.items():
+                if program.owner in failed_programs:
+                    log.error("workload endpoint %s: %s policy not installed", key, d)
+                    out.statuses[key] = ERROR
+                    previous = self.policy.previous(key, d)
+                    if previous is None:
+                        self.forwarding.blackhole(endpoint)
+                        break
+                    program = previous
+                chosen[d] = program
+            if len(chosen) < len(DIRECTIONS):
+                continue  # nothing safe to point at yet: leave the endpoint as it is
+            try:
+                self.forwarding.program(endpoint, port, chosen["egress"].id, chosen["ingress"].id)
+            except CannotForward as exc:
+                log.error("workload endpoint %s: %s", key, exc)
+                self.forwarding.remove(key)
+                self.policy.forget(key)
+                out.statuses[key] = ERROR
+                continue
+            for d, program in chosen.items():
+                self.policy.install(key, d, program)
+            out.statuses.setdefault(key, ERROR if key in invalid else UP)
+        report = await sync.apply(FORWARDING_TABLES, deletes=False)
+        self._count(report, out)
+        for owner, reason in report.errors.items():
+            if isinstance(owner, WorkloadEndpointKey) and owner in state.endpoints:
+                log.error("workload endpoint %s not fully programmed: %s", owner, reason)
+                out.statuses[owner] = ERROR
+
+        # Phase C: release programs nothing points at, then write every remaining change.
+        self.policy.release_unused(p for _, _, ps in wanted.values() for p in ps.values())
+        self.ipsets.flush()
+        report = await sync.apply()
+        self._count(report, out)
+        self.services.applied()
+        for owner in report.errors:
+            if isinstance(owner, WorkloadEndpointKey) and owner in state.endpoints:
+                out.statuses[owner] = ERROR
+        if not self._recovered:
+            self._recovered = True
+            self.policy.drop_recovered()
+            self.ipsets.flush()
+            self._count(await sync.apply(), out)
+        for key, status in out.statuses.items():
+            if status == UP:
+                self.not_up.discard(key)
+            else:
+                self.not_up.add(key)
+        self.not_up.difference_update(out.removed)
+        out.retry = out.failed > 0 or bool(self.not_up)
+        return out
+
+    def _count(self, report: ApplyReport, out: ApplyOutcome) -> None:
+        out.written += report.written
+        out.failed += report.failed

@@ -1,0 +1,77 @@
+"""Forwarding manager: ports, source checks and routes of local workloads and the host port."""
+
+from __future__ import annotations
+
+import attrs
+
+from felix_p4.compile.forwarding import (
+    ForwardingSettings,
+    blackhole_entries,
+    endpoint_entries,
+    node_entries,
+)
+from felix_p4.model.endpoints import WorkloadEndpoint, WorkloadEndpointKey
+from felix_p4.model.state import Changes, DataplaneState
+from felix_p4.p4.sync import SyncEngine
+from felix_p4.pipeline import Owner
+from felix_p4.ports import PortResolver
+
+NODE_OWNER = "node"
+
+
+@attrs.frozen(slots=True)
+class NodeSettings:
+    gateway_mac: int
+    host_port: str | int  # an interface name to resolve, or a port number
+
+
+class ForwardingManager:
+    """Declares each endpoint's forwarding entries, pointing at the policy programs it is given."""
+
+    name = Owner.FORWARDING
+
+    def __init__(self, sync: SyncEngine, ports: PortResolver, node: NodeSettings) -> None:
+        self.sync = sync
+        self.ports = ports
+        self.node = node
+
+    async def update(self, state: DataplaneState, changes: Changes) -> None:
+        """Node-wide entries: the host port and the catch-all routes that hand traffic to it."""
+        if not changes.node:
+            return
+        host = await self._host_port()
+        self.sync.set_owner(
+            NODE_OWNER, node_entries(ForwardingSettings(self.node.gateway_mac, host))
+        )
+
+    async def _host_port(self) -> int | None:
+        if isinstance(self.node.host_port, int):
+            return self.node.host_port
+        return await self.ports.resolve(self.node.host_port) if self.node.host_port else None
+
+    def affected(self, changes: Changes) -> set[WorkloadEndpointKey]:
+        return set(changes.endpoints)
+
+    async def port_of(self, endpoint: WorkloadEndpoint) -> int | None:
+        return await self.ports.resolve(endpoint.name)
+
+    def program(
+        self, endpoint: WorkloadEndpoint, port: int, egress_program: int, ingress_program: int
+    ) -> None:
+        """Raises CannotForward for an endpoint the pipeline cannot deliver to."""
+        entries = endpoint_entries(
+            endpoint,
+            port,
+            ForwardingSettings(self.node.gateway_mac),
+            egress_program,
+            ingress_program,
+        )
+        self.sync.set_owner(endpoint.key, entries)
+
+    def blackhole(self, endpoint: WorkloadEndpoint) -> None:
+        """Its addresses route to drop and its port stays unknown: it neither sends nor
+        receives (for an endpoint that cannot be protected as Felix asks)."""
+        self.sync.set_owner(endpoint.key, blackhole_entries(endpoint))
+
+    def remove(self, key: WorkloadEndpointKey) -> None:
+        self.sync.remove_owner(key)

@@ -1,0 +1,131 @@
+"""Policy manager: endpoints' tiers and profiles into shared policy programs, and who uses each."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+
+from felix_p4.compile.ipsets import Classifier
+from felix_p4.compile.policy import (
+    DIRECTIONS,
+    PolicyCompiler,
+    Program,
+    ProgramSpec,
+    program_spec,
+)
+from felix_p4.model.endpoints import WorkloadEndpoint, WorkloadEndpointKey
+from felix_p4.model.state import Changes, DataplaneState
+from felix_p4.p4.sync import SyncEngine
+from felix_p4.pipeline import Owner
+from felix_p4.pipeline.entries import TableEntry
+
+Use = tuple[WorkloadEndpointKey, str]  # an endpoint and a direction
+
+
+class PolicyManager:
+    """Programs are shared by content; an endpoint moves to a new program only once it is
+    fully installed, and a program is removed once no installed endpoint points at it."""
+
+    name = Owner.POLICY
+
+    def __init__(self, sync: SyncEngine, classifier: Classifier) -> None:
+        self.sync = sync
+        self.compiler = PolicyCompiler(classifier)
+        # The program each endpoint's installed forwarding entries point at, per direction.
+        self._installed: dict[Use, Program] = {}
+        self._users: dict[Hashable, set[Use]] = {}
+        # Programs that may have lost their last user during the current apply.
+        self._candidates: set[Program] = set()
+        self._specs: dict[tuple[object, ...], ProgramSpec] = {}
+
+    def recover(self, installed: Iterable[TableEntry]) -> None:
+        self.compiler.recover(installed)
+
+    def update(self, state: DataplaneState, changes: Changes) -> None:
+        if changes.policies or changes.profiles:
+            self._specs.clear()
+
+    def affected(self, state: DataplaneState, changes: Changes) -> set[WorkloadEndpointKey]:
+        """Endpoints whose programs a policy or profile change may alter."""
+        keys: set[WorkloadEndpointKey] = set()
+        if not (changes.policies or changes.profiles):
+            return keys
+        for key, endpoint in state.endpoints.items():
+            if changes.profiles.intersection(endpoint.profile_ids) or any(
+                changes.policies.intersection(t.ingress_policies + t.egress_policies)
+                for t in endpoint.tiers
+            ):
+                keys.add(key)
+        return keys
+
+    def programs_for(self, endpoint: WorkloadEndpoint, state: DataplaneState) -> dict[str, Program]:
+        """The endpoint's program per direction, compiled and handed to the sync engine if new.
+        Raises CannotCompile when the pipeline cannot hold one."""
+        programs = {
+            d: self.compiler.ensure(self._spec(endpoint, d, state), state.ipsets.get)
+            for d in DIRECTIONS
+        }
+        for program in programs.values():
+            if not program.registered:
+                program.registered = True
+                self.sync.set_owner(program.owner, program.entries)
+        return programs
+
+    def _spec(
+        self, endpoint: WorkloadEndpoint, direction: str, state: DataplaneState
+    ) -> ProgramSpec:
+        """Endpoints with the same tiers and profiles share one spec, built once per batch
+        (the cache is emptied when policy changes)."""
+        key = (endpoint.tiers, endpoint.profile_ids, endpoint.state == "active", direction)
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = program_spec(endpoint, direction, state.policies, state.profiles)
+            self._specs[key] = spec
+        return spec
+
+    def previous(self, key: WorkloadEndpointKey, direction: str) -> Program | None:
+        return self._installed.get((key, direction))
+
+    def has_installed(self, key: WorkloadEndpointKey) -> bool:
+        return any((key, d) in self._installed for d in DIRECTIONS)
+
+    def install(self, key: WorkloadEndpointKey, direction: str, program: Program) -> None:
+        """The endpoint's forwarding entries now point at `program`."""
+        previous = self._installed.get((key, direction))
+        if previous is program:
+            return
+        if previous is not None:
+            self._unuse(key, direction, previous)
+        self._installed[(key, direction)] = program
+        self._users.setdefault(program.owner, set()).add((key, direction))
+
+    def forget(self, key: WorkloadEndpointKey) -> None:
+        """The endpoint no longer points at any program."""
+        for d in DIRECTIONS:
+            program = self._installed.pop((key, d), None)
+            if program is not None:
+                self._unuse(key, d, program)
+
+    def _unuse(self, key: WorkloadEndpointKey, direction: str, program: Program) -> None:
+        users = self._users.get(program.owner)
+        if users is not None:
+            users.discard((key, direction))
+            if not users:
+                del self._users[program.owner]
+                self._candidates.add(program)
+
+    def release_unused(self, wanted: Iterable[Program]) -> None:
+        """Release programs that lost their last user in this apply (work follows the change:
+        only programs touched by it are looked at). A program just compiled for an endpoint
+        that could not move to it yet stays, so the retry does not recompile it."""
+        wanted = list(wanted)
+        keep = {p.owner for p in wanted}
+        for program in list(self._candidates):
+            if program.owner in keep or self._users.get(program.owner):
+                continue
+            if self.compiler.programs.get(program.spec) is program:
+                self.sync.remove_owner(program.owner)
+                self.compiler.release(program)
+        self._candidates = {p for p in wanted if not self._users.get(p.owner)}
+
+    def drop_recovered(self) -> None:
+        self.compiler.drop_recovered()
