@@ -34,7 +34,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected nothing; that must fail the target, and it does.
-# tests/packaging needs the shim and kustomize; building them here keeps pytest's per-test
+# tests/deploy needs the shim and kustomize; building them here keeps pytest's per-test
 # timeout for the tests themselves.
 pytest: $(STAMP) $(SHIM) $(KUSTOMIZE)
 	KUSTOMIZE=$(abspath $(KUSTOMIZE)) $(BIN)/pytest -q
@@ -54,7 +54,7 @@ dist: $(STAMP) $(SHIM)
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
 	cp $(SHIM) dist/felix-p4-shim
 
-# kustomize renders deploy/ in tests/packaging; built once from the Go module proxy into build/
+# kustomize renders deploy/ in tests/deploy; built once from the Go module proxy into build/
 # (about two minutes on a cold module cache).
 $(KUSTOMIZE):
 	@command -v go >/dev/null || { echo "kustomize is built with Go; install Go >= 1.26" >&2; exit 1; }
