@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_make(target: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["make", "--no-print-directory", target],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+from deploy_artefacts import REPO, run_make
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_make
+from deploy_artefacts import REPO, run_make
 
 CONTAINERFILE = REPO / "packaging" / "Containerfile"
 SHIM_SOURCE = REPO / "packaging" / "felix-p4-shim.c"
