@@ -182,7 +182,8 @@ int main(int argc, char **argv)
 	if (text && *text) {
 		char *end;
 		timeout_s = strtod(text, &end);
-		if (*end || timeout_s < 0 || timeout_s > 86400) {
+		/* Written so that NaN fails too. */
+		if (end == text || *end || !(timeout_s >= 0 && timeout_s <= 86400)) {
 			say("P4_SHIM_CONNECT_TIMEOUT=%s is not a number of seconds (0 to 86400)", text);
 			return 2;
 		}

@@ -338,6 +338,8 @@ def _run_outside_felix(
     [
         (["--help"], {}, "takes no arguments"),
         ([], {"P4_SHIM_CONNECT_TIMEOUT": "soon"}, "is not a number of seconds"),
+        ([], {"P4_SHIM_CONNECT_TIMEOUT": "nan"}, "is not a number of seconds"),
+        ([], {"P4_SHIM_CONNECT_TIMEOUT": "-1"}, "is not a number of seconds"),
         ([], {"P4_SHIM_SOCKET": "/" + "s" * 120}, "too long"),
     ],
 )
