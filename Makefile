@@ -4,8 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SHIM := build/felix-p4-shim
+# v5.8.2 is the newest kustomize that builds with Go 1.26 (v5.8.3 needs Go 1.27).
+KUSTOMIZE_VERSION := v5.8.2
+KUSTOMIZE := build/tools/kustomize-$(KUSTOMIZE_VERSION)
 
-.PHONY: all demo test lint typecheck pytest proto p4info bench fuzz clean
+.PHONY: all demo test lint typecheck pytest proto p4info bench fuzz clean shim dist kustomize
 
 all: test
 
@@ -30,8 +34,35 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected nothing; that must fail the target, and it does.
-pytest: $(STAMP)
-	$(BIN)/pytest -q
+# tests/deploy needs the shim and kustomize; building them here keeps pytest's per-test
+# timeout for the tests themselves.
+pytest: $(STAMP) $(SHIM) $(KUSTOMIZE)
+	KUSTOMIZE=$(abspath $(KUSTOMIZE)) $(BIN)/pytest -q
+
+# The Felix shim (packaging/felix-p4-shim.c): static, so it runs in calico-node's image, which
+# has no libc to link against at run time.
+SHIM_CC ?= gcc
+$(SHIM): packaging/felix-p4-shim.c
+	mkdir -p build
+	$(SHIM_CC) -static -O2 -Wall -Wextra -Werror -o $@ $<
+shim: $(SHIM)
+
+# What packaging/Containerfile copies: the wheel and the shim. build/lib is setuptools' staging
+# directory; a stale one would put deleted modules into the wheel.
+dist: $(STAMP) $(SHIM)
+	rm -rf dist build/lib build/bdist.*
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+	cp $(SHIM) dist/felix-p4-shim
+
+# kustomize renders deploy/ in tests/deploy; built once from the Go module proxy into build/
+# (about two minutes on a cold module cache).
+$(KUSTOMIZE):
+	@command -v go >/dev/null || { echo "kustomize is built with Go; install Go >= 1.26" >&2; exit 1; }
+	mkdir -p build/tools/gobin
+	GOTOOLCHAIN=local GOBIN=$(abspath build/tools/gobin) \
+		go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	mv build/tools/gobin/kustomize $@
+kustomize: $(KUSTOMIZE)
 
 # Regenerate Felix's wire bindings; tests/unit/test_proto_current.py checks they are current.
 proto: $(STAMP)
