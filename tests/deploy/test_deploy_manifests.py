@@ -15,7 +15,7 @@ import pytest
 import yaml
 from deploy_artefacts import REPO, run_make
 
-from felix_p4.config import load_settings
+from felix_p4.settings import load_settings
 
 DEPLOY = REPO / "deploy"
 KUSTOMIZATIONS = sorted(
@@ -222,12 +222,12 @@ def test_settings_volume_holds_a_config_the_driver_accepts(kustomize: str, tmp_p
     config_file.write_text(config_text)
     settings = load_settings(path=str(config_file), env={})
     for role in ("ca", "cert", "key"):
-        assert settings["p4runtime"]["tls"][role] in files, f"p4runtime.tls.{role}"
+        assert getattr(settings.p4runtime.tls, role) in files, f"p4runtime.tls.{role}"
 
-    _, _, port = settings["metrics"]["address"].rpartition(":")
+    _, _, port = settings.metrics.address.rpartition(":")
     ports = {p["name"]: p["containerPort"] for p in driver["ports"]}
     assert ports["metrics"] == int(port)
     # The kubelet probes the pod IP: on the host network that is the node's, not loopback.
-    assert not settings["metrics"]["address"].startswith("127.")
+    assert not settings.metrics.address.startswith("127.")
     for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
         assert driver[probe]["httpGet"] == {"path": path, "port": "metrics"}
