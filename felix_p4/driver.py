@@ -13,12 +13,12 @@ import ipaddress
 import logging
 import os
 import signal
-from typing import BinaryIO
 
 from felix_p4 import metrics
 from felix_p4.dataplane import Dataplane
 from felix_p4.dataplane.forwarding import NodeSettings
-from felix_p4.felix.session import FelixReader, FelixSession, serve_fds
+from felix_p4.felix.session import FelixReader, FelixSession, serve_fds, serve_socket
+from felix_p4.felix.status import FrameSink
 from felix_p4.k8s.convert import endpoint_slice_from_k8s, service_from_k8s
 from felix_p4.k8s.source import FileSource, KubeEvent, KubeSource
 from felix_p4.model.services import ServiceKey
@@ -48,6 +48,10 @@ class Driver:
             self.gateway_mac = parse_mac(settings.forwarding.gateway_mac)
         except InvalidObject as exc:
             raise ConfigError(f"forwarding.gateway_mac: {exc}") from None
+        host = host_port(settings.ports)
+        if isinstance(host, int) and host in ports.reserved and ports.static.get("host") != host:
+            owner = next(n for n, p in ports.static.items() if p == host)
+            raise ConfigError(f"ports.host is port {host}, which ports.map gives to {owner}")
         self.hairpin = {
             4: _address(settings.services.hairpin_v4, "services.hairpin_v4"),
             6: _address(settings.services.hairpin_v6, "services.hairpin_v6"),
@@ -65,6 +69,11 @@ class Driver:
 
     def _wake_up(self) -> None:
         self._wake.set()
+
+    @property
+    def in_sync(self) -> bool:
+        """This Felix session is live and DataplaneInSync has been sent in it (readiness)."""
+        return self._in_sync_reported and not self._done.is_set()
 
     # --- device side ------------------------------------------------------------------
 
@@ -148,6 +157,7 @@ class Driver:
                 log.info("first apply after InSync done; telling Felix DataplaneInSync")
                 assert self.felix is not None
                 self.felix.status.dataplane_in_sync()
+                metrics.IN_SYNC.set(1)
                 # The snapshot's state lives as long as the driver: keep the cyclic garbage
                 # collector from walking it again and again (pauses in later applies).
                 gc.freeze()
@@ -217,12 +227,14 @@ class Driver:
             logging.getLogger().setLevel(self.state.config.log_level)
         self._config_changed.set()
 
-    async def run(self, reader: FelixReader, out: BinaryIO) -> int:
+    async def run(self, reader: FelixReader, out: FrameSink) -> int:
         """Serve one Felix session: `reader` feeds Felix's stream into it, `out` carries our
         reports. Returns the exit status."""
         # The driver allocates hundreds of thousands of long-lived objects while it builds a
         # snapshot; the default thresholds make the cyclic collector rescan them constantly.
         gc.set_threshold(100_000, 50, 100)
+        metrics.SESSIONS.inc()
+        metrics.IN_SYNC.set(0)
         self.felix = FelixSession(
             self.state,
             out,
@@ -240,6 +252,8 @@ class Driver:
             asyncio.create_task(self._done.wait(), name="signal"),
         ]
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        self._done.set()
+        metrics.IN_SYNC.set(0)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -301,9 +315,42 @@ def _address(text: str, setting: str) -> ipaddress.IPv4Address | ipaddress.IPv6A
         raise ConfigError(f"{setting}: {text!r} is not an IP address") from None
 
 
-async def run_on_fds(driver: Driver) -> int:
-    """Felix exec'd us: its stream on fd 3, our reports on fd 4."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # a clean exit leaves the pipeline programmed
-        loop.add_signal_handler(sig, driver.stop)
-    return await serve_fds(driver.run)
+class Process:
+    """The driver process: serves Felix sessions (one over fds 3/4 when Felix exec'd it, or
+    each connection on the shim's socket) and the metrics and health endpoint."""
+
+    def __init__(self, settings: Settings, ports: PortResolver) -> None:
+        self.settings = settings
+        self.ports = ports
+        self.current: Driver | None = None
+        self.stopped = asyncio.Event()
+
+    def new_session(self) -> Driver:
+        self.current = Driver(self.settings, self.ports)
+        return self.current
+
+    def ready(self) -> bool:
+        return self.current is not None and self.current.in_sync
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.current is not None:
+            self.current.stop()
+
+    async def run(self, felix_socket: str = "") -> int:
+        """Settings errors raise before Felix's stream is touched (ConfigError and kin)."""
+        first = self.new_session()  # built now so bad settings fail before anything is served
+        runner = None
+        if self.settings.metrics.address:
+            runner = await metrics.serve(self.settings.metrics.address, self.ready)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a clean exit leaves the pipeline programmed
+            loop.add_signal_handler(sig, self.stop)
+        try:
+            if felix_socket:
+                self.current = None
+                return await serve_socket(felix_socket, self.new_session, self.stopped)
+            return await serve_fds(first.run)
+        finally:
+            if runner is not None:
+                await runner.cleanup()

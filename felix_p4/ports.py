@@ -5,11 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from felix_p4.settings import PortsSettings
+from felix_p4.settings import ConfigError, PortsSettings
 
 log = logging.getLogger(__name__)
 
-PortSource = Callable[[str], Awaitable[int | None]]
+# Resolves a name to a port; given the numbers it must not hand out (the static map's).
+PortSource = Callable[[str, frozenset[int]], Awaitable[int | None]]
+
+
+class PortConflict(Exception):
+    """Two interface names resolve to one port; the message names both."""
 
 
 class PortResolver:
@@ -20,24 +25,53 @@ class PortResolver:
     """
 
     def __init__(self, static: Mapping[str, int], sources: Sequence[PortSource] = ()) -> None:
-        self.static = {str(k): int(v) for k, v in static.items()}
+        self.static = check_static(static)
+        self.reserved = frozenset(self.static.values())
         self.sources = list(sources)
         self._cache: dict[str, int] = {}
+        self._owner = {port: name for name, port in self.static.items()}
 
     async def resolve(self, name: str) -> int | None:
+        """The port of `name`, or None if it has none yet; PortConflict when its port is
+        already another name's."""
         if name in self.static:
             return self.static[name]
-        if name in self._cache:
-            return self._cache[name]
-        for source in self.sources:
-            port = await source(name)
-            if port is not None:
-                self._cache[name] = port
-                return port
-        return None
+        port = self._cache.get(name)
+        if port is None:
+            for source in self.sources:
+                port = await source(name, self.reserved)
+                if port is not None:
+                    break
+            if port is None:
+                return None
+        owner = self._owner.get(port)
+        if owner is not None and owner != name:
+            raise PortConflict(f"{name} resolves to port {port}, which is already {owner}'s")
+        self._cache[name] = port
+        self._owner[port] = name
+        return port
+
+    def forget(self, name: str) -> None:
+        """`name` no longer uses its port (its endpoint went away); the next resolve asks again."""
+        port = self._cache.pop(name, None)
+        if port is not None and self._owner.get(port) == name:
+            del self._owner[port]
 
 
-async def netlink_ifindex(name: str) -> int | None:
+def check_static(static: Mapping[str, int]) -> dict[str, int]:
+    """The static map, refusing two names with one port (ConfigError naming both)."""
+    ports: dict[str, int] = {}
+    seen: dict[int, str] = {}
+    for name, value in static.items():
+        port = int(value)
+        if port in seen:
+            raise ConfigError(f"ports.map gives port {port} to both {seen[port]} and {name}")
+        seen[port] = str(name)
+        ports[str(name)] = port
+    return ports
+
+
+async def netlink_ifindex(name: str, reserved: frozenset[int] = frozenset()) -> int | None:
     from pyroute2 import AsyncIPRoute
 
     async with AsyncIPRoute() as ipr:

@@ -21,8 +21,7 @@ def _setup_logging(level: str) -> None:
 
 
 def _driver(args: argparse.Namespace) -> int:
-    from felix_p4 import metrics
-    from felix_p4.driver import Driver, run_on_fds
+    from felix_p4.driver import Process
     from felix_p4.felix.session import FelixPipesMissing
     from felix_p4.p4.artefacts import ArtefactError
     from felix_p4.p4.schema import SchemaError
@@ -44,19 +43,62 @@ def _driver(args: argparse.Namespace) -> int:
         logging.getLogger("felix_p4").error("configuration: %s", exc)
         return 2
     _setup_logging(settings.log_level or "INFO")
-    if settings.metrics.address:
-        metrics.serve(settings.metrics.address)
 
     async def run() -> int:
-        resolver = make_resolver(settings.ports, target_port_source(settings.p4runtime.address))
         try:
-            driver = Driver(settings, resolver)
-            return await run_on_fds(driver)
+            resolver = make_resolver(settings.ports, target_port_source(settings.p4runtime.address))
+            return await Process(settings, resolver).run(getattr(args, "felix_socket", "") or "")
         except (ConfigError, FelixPipesMissing, ArtefactError, SchemaError) as exc:
             logging.getLogger("felix_p4").error("configuration: %s", exc)
             return 2
 
     return asyncio.run(run())
+
+
+def _settings_or_exit(args: argparse.Namespace, path: str | None) -> Any:
+    from felix_p4.settings import ConfigError, load_settings
+
+    try:
+        return load_settings(path=path)
+    except ConfigError as exc:
+        print(f"felix-p4: configuration: {exc}", file=sys.stderr)
+        return None
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from felix_p4.cli.inspect_config import check
+    from felix_p4.p4.artefacts import ArtefactError
+    from felix_p4.p4.schema import SchemaError
+    from felix_p4.settings import ConfigError
+
+    settings = _settings_or_exit(args, args.file)
+    if settings is None:
+        return 2
+    try:
+        summary = check(settings)
+    except (ConfigError, ArtefactError, SchemaError) as exc:
+        print(f"felix-p4 check-config: {exc}", file=sys.stderr)
+        return 2
+    for line in summary:
+        print(line)
+    print("configuration OK")
+    return 0
+
+
+def _version(args: argparse.Namespace) -> int:
+    from felix_p4.cli.inspect_config import version_lines
+    from felix_p4.p4.artefacts import ArtefactError
+
+    settings = _settings_or_exit(args, None)
+    if settings is None:
+        return 2
+    try:
+        lines = version_lines(settings)
+    except ArtefactError as exc:
+        print(f"felix-p4 version: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
 
 
 def _target(args: argparse.Namespace) -> int:
@@ -147,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     driver.add_argument("--p4runtime-address")
     driver.add_argument("--ports-mode", choices=["static", "netlink", "target", "auto"])
     driver.add_argument("--log-level")
+    driver.add_argument(
+        "--felix-socket",
+        metavar="PATH",
+        help="serve Felix sessions arriving through felix-p4-shim on this Unix socket",
+    )
     driver.set_defaults(func=_driver)
 
     target = sub.add_parser("target", help="run the embedded P4Runtime target")
@@ -180,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--plaintext", action="store_true", help="talk to the target without TLS")
     replay.add_argument("--log-level", default="WARNING")
     replay.set_defaults(func=_replay)
+
+    check = sub.add_parser(
+        "check-config", help="load and check the settings a driver would use, without starting"
+    )
+    check.add_argument("file", nargs="?", help="YAML settings file (default $FELIX_P4_CONFIG)")
+    check.set_defaults(func=_check_config)
+
+    version = sub.add_parser("version", help="package version and the pipeline it programs")
+    version.set_defaults(func=_version)
 
     tables = sub.add_parser("tables", help="list installed entries by name")
     tables.add_argument("--target", default="127.0.0.1:9559")

@@ -26,7 +26,7 @@ from felix_p4.model.status import DOWN, ERROR, UP
 from felix_p4.p4.sync import ApplyReport, SyncEngine
 from felix_p4.pipeline import PIPELINE, Owner
 from felix_p4.pipeline.entries import TableEntry
-from felix_p4.ports import PortResolver
+from felix_p4.ports import PortConflict, PortResolver
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class Dataplane:
         self.services = ServiceManager(sync, hairpin or {}, services_enabled)
         # Endpoints not "up" are revisited at every apply until they are.
         self.not_up: set[WorkloadEndpointKey] = set()
+        # Why each endpoint is not up, as last logged: a reason is logged once, not per retry.
+        self._explained: dict[WorkloadEndpointKey, str] = {}
         self._recovered = False
 
     def recover(self) -> None:
@@ -93,14 +95,21 @@ class Dataplane:
         for key in sorted(keys):  # sorted: ports handed out on first sight number reproducibly
             endpoint = state.endpoints.get(key)
             if endpoint is None:
-                self.forwarding.remove(key)
+                self.forwarding.forget(key)
                 self.policy.forget(key)
                 if key in invalid:
                     out.statuses[key] = ERROR  # never had a valid version to program
                 else:
                     out.removed.append(key)
                 continue
-            port = await self.forwarding.port_of(endpoint)
+            try:
+                port = await self.forwarding.port_of(endpoint)
+            except PortConflict as exc:
+                self._explain(key, str(exc))
+                self.forwarding.remove(key)
+                self.policy.forget(key)
+                out.statuses[key] = ERROR
+                continue
             if port is None:
                 self.forwarding.remove(key)
                 self.policy.forget(key)
@@ -109,7 +118,7 @@ class Dataplane:
             try:
                 programs = self.policy.programs_for(endpoint, state)
             except CannotCompile as exc:
-                log.error("workload endpoint %s: %s", key, exc)
+                self._explain(key, str(exc))
                 out.statuses[key] = ERROR
                 if not self.policy.has_installed(key):
                     self.forwarding.blackhole(endpoint)
@@ -118,14 +127,20 @@ class Dataplane:
         self.ipsets.flush()
         report = await sync.apply(EARLY_TABLES, deletes=False)
         self._count(report, out)
-        failed_programs = {o for o in report.errors if isinstance(o, tuple) and o[0] == "program"}
+        failed_programs = {
+            o: reason
+            for o, reason in report.errors.items()
+            if isinstance(o, tuple) and o[0] == "program"
+        }
 
         # Phase B: endpoints move to their new programs if those are complete.
         for key, (endpoint, port, programs) in wanted.items():
             chosen: dict[str, Program] = {}
             for d, program in programs.items():
                 if program.owner in failed_programs:
-                    log.error("workload endpoint %s: %s policy not installed", key, d)
+                    self._explain(
+                        key, f"{d} policy not installed: {failed_programs[program.owner]}"
+                    )
                     out.statuses[key] = ERROR
                     previous = self.policy.previous(key, d)
                     if previous is None:
@@ -138,7 +153,7 @@ class Dataplane:
             try:
                 self.forwarding.program(endpoint, port, chosen["egress"].id, chosen["ingress"].id)
             except CannotForward as exc:
-                log.error("workload endpoint %s: %s", key, exc)
+                self._explain(key, str(exc))
                 self.forwarding.remove(key)
                 self.policy.forget(key)
                 out.statuses[key] = ERROR
@@ -150,7 +165,7 @@ class Dataplane:
         self._count(report, out)
         for owner, reason in report.errors.items():
             if isinstance(owner, WorkloadEndpointKey) and owner in state.endpoints:
-                log.error("workload endpoint %s not fully programmed: %s", owner, reason)
+                self._explain(owner, f"not fully programmed: {reason}")
                 out.statuses[owner] = ERROR
 
         # Phase C: release programs nothing points at, then write every remaining change.
@@ -170,11 +185,21 @@ class Dataplane:
         for key, status in out.statuses.items():
             if status == UP:
                 self.not_up.discard(key)
+                if self._explained.pop(key, None) is not None:
+                    log.info("workload endpoint %s: up", key)
             else:
                 self.not_up.add(key)
         self.not_up.difference_update(out.removed)
+        for key in out.removed:
+            self._explained.pop(key, None)
         out.retry = out.failed > 0 or bool(self.not_up)
         return out
+
+    def _explain(self, key: WorkloadEndpointKey, reason: str) -> None:
+        """Log why an endpoint is in error, once per reason (it is retried every second)."""
+        if self._explained.get(key) != reason:
+            self._explained[key] = reason
+            log.error("workload endpoint %s: error, %s", key, reason)
 
     def _count(self, report: ApplyReport, out: ApplyOutcome) -> None:
         out.written += report.written

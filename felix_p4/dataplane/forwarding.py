@@ -34,6 +34,8 @@ class ForwardingManager:
         self.sync = sync
         self.ports = ports
         self.node = node
+        # The interface name each endpoint's port was resolved for.
+        self._names: dict[WorkloadEndpointKey, str] = {}
 
     async def update(self, state: DataplaneState, changes: Changes) -> None:
         """Node-wide entries: the host port and the catch-all routes that hand traffic to it."""
@@ -53,6 +55,12 @@ class ForwardingManager:
         return set(changes.endpoints)
 
     async def port_of(self, endpoint: WorkloadEndpoint) -> int | None:
+        """Its port (None while its interface has none); PortConflict when another
+        interface already has that port."""
+        previous = self._names.get(endpoint.key)
+        if previous is not None and previous != endpoint.name:
+            self.ports.forget(previous)
+        self._names[endpoint.key] = endpoint.name
         return await self.ports.resolve(endpoint.name)
 
     def program(
@@ -75,3 +83,10 @@ class ForwardingManager:
 
     def remove(self, key: WorkloadEndpointKey) -> None:
         self.sync.remove_owner(key)
+
+    def forget(self, key: WorkloadEndpointKey) -> None:
+        """The endpoint is gone: its interface's port may be someone else's next."""
+        self.remove(key)
+        name = self._names.pop(key, None)
+        if name is not None:
+            self.ports.forget(name)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError
 
@@ -14,7 +15,7 @@ from calico_proto import felixbackend_pb2 as fb
 from felix_p4 import metrics
 from felix_p4.felix import convert, wire
 from felix_p4.felix.dispatch import PAYLOADS
-from felix_p4.felix.status import StatusReporter
+from felix_p4.felix.status import FrameSink, StatusReporter
 from felix_p4.model.endpoints import WorkloadEndpointKey
 from felix_p4.model.state import DataplaneState
 from felix_p4.model.values import InvalidObject
@@ -32,7 +33,7 @@ class FelixSession:
     def __init__(
         self,
         state: DataplaneState,
-        out: BinaryIO,
+        out: FrameSink,
         *,
         max_frame: int = wire.DEFAULT_MAX_FRAME,
         record: str = "",
@@ -146,6 +147,14 @@ class FrameRecorder:
         os.write(self.fd, wire.HEADER.pack(len(body)) + body)
 
 
+class SessionRunner(Protocol):
+    """What serves one Felix session (the driver)."""
+
+    async def run(self, reader: FelixReader, out: FrameSink) -> int: ...
+
+    def stop(self) -> None: ...
+
+
 class FelixPipesMissing(Exception):
     """fds 3 and 4 are not open: the driver was not started by Felix."""
 
@@ -155,7 +164,7 @@ FelixReader = Callable[["FelixSession"], Coroutine[Any, Any, None]]
 
 
 async def serve_fds(
-    serve: Callable[[FelixReader, BinaryIO], Awaitable[int]],
+    serve: Callable[[FelixReader, FrameSink], Awaitable[int]],
     in_fd: int = 3,
     out_fd: int = 4,
 ) -> int:
@@ -183,3 +192,70 @@ async def pipe_reader(fd: int) -> asyncio.StreamReader:
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
     )
     return reader
+
+
+class _SocketSink:
+    """Reports to Felix over the shim's connection (buffered by the transport)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+
+    def write(self, data: bytes, /) -> int:
+        if not self._writer.is_closing():
+            self._writer.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+async def serve_socket(
+    path: str, new_session: Callable[[], SessionRunner], stopped: asyncio.Event
+) -> int:
+    """Serve Felix sessions arriving through felix-p4-shim on the Unix socket `path`, one at
+    a time, each exactly as if Felix had exec'd the driver. A new connection means Felix
+    restarted: the session in progress (if its end has not been noticed yet) is ended first.
+    Runs until `stopped` is set."""
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)  # left by a driver that did not exit cleanly
+        else:
+            raise FelixPipesMissing(f"{path} exists and is not a socket; refusing to replace it")
+    except FileNotFoundError:
+        pass
+    current: tuple[SessionRunner, asyncio.Task[int]] | None = None
+    turn = asyncio.Lock()
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal current
+        if current is not None and not current[1].done():
+            log.warning("a new Felix session arrived; ending the previous one")
+            current[0].stop()
+        async with turn:
+            runner = new_session()
+
+            async def read(session: FelixSession) -> None:
+                await session.read(reader)
+
+            task = asyncio.create_task(runner.run(read, _SocketSink(writer)))
+            current = (runner, task)
+            log.info("Felix session started (socket %s)", path)
+            try:
+                code = await task
+            finally:
+                writer.close()
+            log.info("Felix session ended with status %d", code)
+
+    server = await asyncio.start_unix_server(on_connection, path)
+    os.chmod(path, 0o660)
+    log.info("waiting for Felix sessions on %s", path)
+    try:
+        await stopped.wait()
+    finally:
+        server.close()
+        if current is not None and not current[1].done():
+            current[0].stop()
+            await asyncio.gather(current[1], return_exceptions=True)
+        await server.wait_closed()
+        os.unlink(path)
+    return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Protocol
 
 from calico_proto import felixbackend_pb2 as fb
 from felix_p4.felix.convert import endpoint_id
@@ -15,6 +15,14 @@ from felix_p4.model.endpoints import WorkloadEndpointKey
 log = logging.getLogger(__name__)
 
 
+class FrameSink(Protocol):
+    """Where reports to Felix go: Felix's fd 4, or the socket to felix-p4-shim."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def flush(self) -> None: ...
+
+
 class StatusReporter:
     """Writes FromDataplane frames with increasing sequence numbers.
 
@@ -22,7 +30,7 @@ class StatusReporter:
     describes changes (the CNI plugin waits for "up" with the endpoint it created).
     """
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: FrameSink) -> None:
         self._out = out
         self._sequence = 0
         self._started = time.monotonic()

@@ -177,7 +177,8 @@ class FileSource:
             except (OSError, ValueError, yaml.YAMLError) as exc:
                 reason = " ".join(str(exc).split())  # YAML errors span lines; we log one line
                 log.error(
-                    "kubernetes objects file %s: %s; keeping its last good content (%d objects)",
+                    "kubernetes objects file %s (services.files): %s; keeping its last good "
+                    "content (%d objects)",
                     path,
                     reason,
                     len(kept),

@@ -46,6 +46,21 @@ def tls_settings(p4rt: P4RuntimeSettings) -> TlsSettings | None:
     return None
 
 
+def check_tls_files(tls: TlsSettings | None) -> None:
+    """Every TLS file can be read now; ConfigError names the setting and path otherwise."""
+    if tls is None:
+        return
+    for setting, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+        if path is None:
+            continue
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"p4runtime.tls.{setting}: cannot read {path}: {exc.strerror}"
+            ) from None
+
+
 class DeviceSession:
     """Owns the client; `connect` returns a sync engine holding what the device has."""
 
@@ -54,8 +69,10 @@ class DeviceSession:
     ) -> None:
         self.settings = p4runtime
         self.pipeline = pipeline
+        tls = tls_settings(p4runtime)
+        check_tls_files(tls)
         self.client = P4RuntimeClient(
-            p4runtime.address, p4runtime.device_id, p4runtime.election_id, tls_settings(p4runtime)
+            p4runtime.address, p4runtime.device_id, p4runtime.election_id, tls
         )
         self.client.on_lost = on_lost
         self.tls_changed = False

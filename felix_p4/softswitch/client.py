@@ -37,22 +37,23 @@ class TargetClient:
         result: dict[str, Any] = decode(await self._trace(encode(request)))
         return result
 
-    async def port_of(self, name: str) -> int:
-        reply = decode(await self._port_of(encode({"name": name})))
+    async def port_of(self, name: str, reserved: frozenset[int] = frozenset()) -> int:
+        """The target's port for `name`; a new one is never one of `reserved`."""
+        reply = decode(await self._port_of(encode({"name": name, "reserved": sorted(reserved)})))
         return int(reply["port"])
 
 
-def target_port_source(address: str) -> Callable[[str], Awaitable[int | None]]:
+def target_port_source(address: str) -> Callable[[str, frozenset[int]], Awaitable[int | None]]:
     """Ports handed out by the embedded target's felix_p4.Target/PortOf, where it exists."""
     client = TargetClient(grpc.aio.insecure_channel(address))
     unsupported = False
 
-    async def resolve(name: str) -> int | None:
+    async def resolve(name: str, reserved: frozenset[int]) -> int | None:
         nonlocal unsupported
         if unsupported:
             return None
         try:
-            return await client.port_of(name)
+            return await client.port_of(name, reserved)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 # A hardware target: it has no port service; netlink or the map must do.

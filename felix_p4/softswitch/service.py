@@ -49,7 +49,13 @@ class TargetService:
         if not name:
             raise ValueError("PortOf needs a name")
         if name not in self.ports:
-            self.ports[name] = FIRST_AUTO_PORT + len(self.ports)
+            # Numbers the asker pinned by name elsewhere (its static map) are never handed out.
+            reserved = {int(p) for p in request.get("reserved", ())}
+            taken = reserved | set(self.ports.values())
+            port = FIRST_AUTO_PORT
+            while port in taken:
+                port += 1
+            self.ports[name] = port
         return {"name": name, "port": self.ports[name]}
 
     def trace(self, request: dict[str, Any], context: grpc.ServicerContext) -> dict[str, Any]:
