@@ -201,8 +201,26 @@ fsx_pipeline_free(struct fsx_pipeline *x)
 {
 	if (!x)
 		return;
-	if (x->ctl)
+	if (x->ctl) {
+		/* DPDK 22.11: a table without incremental update (wildcard, LPM) has one object
+		 * shared by the pipeline's table state and the control's shadow state, and both
+		 * rte_swx_ctl_pipeline_free and rte_swx_pipeline_free free it. Let only the
+		 * control free it.
+		 */
+		struct rte_swx_table_state *ts = NULL;
+		uint32_t i;
+
+		if (!rte_swx_pipeline_table_state_get(x->p, &ts) && ts)
+			for (i = 0; i < x->info.n_tables; i++) {
+				struct rte_swx_table_ops ops;
+				int is_stub = 1;
+
+				if (!rte_swx_ctl_table_ops_get(x->p, i, &ops, &is_stub) && !is_stub &&
+				    !ops.add)
+					ts[i].obj = NULL;
+			}
 		rte_swx_ctl_pipeline_free(x->ctl);
+	}
 	if (x->p)
 		rte_swx_pipeline_free(x->p);
 	if (x->pool)
