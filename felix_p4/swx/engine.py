@@ -69,6 +69,7 @@ class LearnerStats:
 
 
 _KIND_TABLE, _KIND_SELECTOR, _KIND_LEARNER = 0, 1, 2
+_KIND_NAMES = {_KIND_TABLE: "table", _KIND_SELECTOR: "selector", _KIND_LEARNER: "learner"}
 _ENTRY_ADD, _ENTRY_DELETE, _ENTRY_DEFAULT = 0, 1, 2
 
 _lib: ctypes.CDLL | None = None
@@ -92,8 +93,9 @@ def _bind(lib: ctypes.CDLL) -> None:
             i,
             (p, i, u32, s, c.c_size_t, c.POINTER(u32), u32, c.POINTER(u32)),
         ),
-        "fsx_table_entry": (i, (p, i, s, s, *err)),
-        "fsx_learner_default": (i, (p, s, s, *err)),
+        "fsx_table_entry": (i, (p, i, s, s, i, *err)),
+        "fsx_learner_default": (i, (p, s, s, i, *err)),
+        "fsx_selector_members_max": (u32, (p, u32)),
         "fsx_selector_group_add": (i, (p, s, c.POINTER(u32), *err)),
         "fsx_selector_group_delete": (i, (p, s, u32, *err)),
         "fsx_selector_member": (i, (p, s, u32, u32, u32, *err)),
@@ -294,6 +296,7 @@ class SwxPipeline:
         n_actions, n_tables, n_selectors, n_learners = counts[0], counts[1], counts[2], counts[3]
         self._action_names = [self._action_name(a) for a in range(n_actions)]
         self._actions_of: dict[tuple[int, str], list[int]] = {}
+        self._members_max: dict[str, int] = {}
         for kind, n in (
             (_KIND_TABLE, n_tables),
             (_KIND_SELECTOR, n_selectors),
@@ -302,6 +305,9 @@ class SwxPipeline:
             for obj in range(n):
                 name, ids = self._object_info(kind, obj)
                 self._actions_of[(kind, name)] = ids
+                if kind == _KIND_SELECTOR:
+                    self._members_max[name] = int(lib.fsx_selector_members_max(handle, obj))
+        self._staged: list[tuple[tuple[int, str], str, tuple[object, ...]]] = []
 
     @classmethod
     def load(
@@ -399,52 +405,112 @@ class SwxPipeline:
         _check(getattr(self._lib, fn_name)(self._ptr, *args, err, _ERR_LEN), err)
 
     # -- control plane: staged until commit() -------------------------------------------------
+    # Changes are checked when staged and applied by commit() one table/selector/learner at a
+    # time: DPDK 22.11 can only roll back a failed commit that touched a single object.
+
+    def _stage(self, kind: int, name: str, fn_name: str, *args: object) -> None:
+        if (kind, name) not in self._actions_of:
+            raise SwxError(f"no {_KIND_NAMES[kind]} named {name}")
+        self._staged.append(((kind, name), fn_name, args))
+
+    def _stage_entry(self, op: int, table: str, entry: str) -> None:
+        args = (op, table.encode(), entry.encode())
+        self._call("fsx_table_entry", *args, 1)  # validate now, stage at commit
+        self._stage(_KIND_TABLE, table, "fsx_table_entry", *args, 0)
 
     def table_add(self, table: str, entry: str) -> None:
         """Stage an entry, `match <v>[/<mask>] ... [priority <p>] action <a> [<arg> <v> ...]`.
 
         An entry whose key (value and mask; not priority) is already in the table replaces it.
         """
-        self._call("fsx_table_entry", _ENTRY_ADD, table.encode(), entry.encode())
+        self._stage_entry(_ENTRY_ADD, table, entry)
 
     def table_delete(self, table: str, entry: str) -> None:
         """Stage deleting the entry with this match (`match ...`); an absent key is a no-op."""
-        self._call("fsx_table_entry", _ENTRY_DELETE, table.encode(), entry.encode())
+        self._stage_entry(_ENTRY_DELETE, table, entry)
 
     def default_entry(self, table: str, entry: str) -> None:
         """Stage a table's or learner's default action, `action <a> [<arg> <v> ...]`."""
-        if (_KIND_LEARNER, table) in self._actions_of:
-            self._call("fsx_learner_default", table.encode(), entry.encode())
-        else:
-            self._call("fsx_table_entry", _ENTRY_DEFAULT, table.encode(), entry.encode())
+        if (_KIND_LEARNER, table) not in self._actions_of:
+            self._stage_entry(_ENTRY_DEFAULT, table, entry)
+            return
+        self._call("fsx_learner_default", table.encode(), entry.encode(), 1)
+        self._stage(_KIND_LEARNER, table, "fsx_learner_default", table.encode(), entry.encode(), 0)
 
     def selector_group_add(self, selector: str) -> int:
-        """Stage a new, empty group; DPDK picks its id (the lowest free one) and we return it."""
+        """Allocate an empty group and return its id (DPDK picks the lowest free one).
+
+        Not staged: the id stays allocated whatever commit() or abort() do; delete the group
+        to release it.
+        """
         group = ctypes.c_uint32()
         self._call("fsx_selector_group_add", selector.encode(), ctypes.byref(group))
         return group.value
 
     def selector_group_delete(self, selector: str, group: int) -> None:
-        self._call("fsx_selector_group_delete", selector.encode(), group)
+        self._stage(_KIND_SELECTOR, selector, "fsx_selector_group_delete", selector.encode(), group)
 
     def selector_group_member_add(
         self, selector: str, group: int, member: int, weight: int = 1
     ) -> None:
-        """Stage a member (or a new weight for it); member ids must be < n_members_per_group_max."""
+        """Stage a member (or a new weight for it); ids must be < n_members_per_group_max."""
         if weight < 1:
             raise SwxError("a selector member's weight must be at least 1")
-        self._call("fsx_selector_member", selector.encode(), group, member, weight)
+        self._check_member(selector, member)
+        self._stage(
+            _KIND_SELECTOR,
+            selector,
+            "fsx_selector_member",
+            selector.encode(),
+            group,
+            member,
+            weight,
+        )
 
     def selector_group_member_delete(self, selector: str, group: int, member: int) -> None:
-        self._call("fsx_selector_member", selector.encode(), group, member, 0)
+        self._check_member(selector, member)
+        self._stage(
+            _KIND_SELECTOR, selector, "fsx_selector_member", selector.encode(), group, member, 0
+        )
+
+    def _check_member(self, selector: str, member: int) -> None:
+        limit = self._members_max.get(selector)
+        if limit is None:
+            raise SwxError(f"no selector named {selector}")
+        if not 0 <= member < limit:
+            raise SwxError(
+                f"selector {selector}: member id {member} out of range"
+                f" (ids must be < n_members_per_group_max {limit})"
+            )
 
     def commit(self) -> None:
-        """Apply every staged change atomically; on failure none is applied and all are dropped."""
-        self._call("fsx_commit")
+        """Apply the staged changes, each table/selector/learner's atomically, in staging order.
+
+        If one object's changes fail, those before it stay applied and its own and all later
+        ones are dropped; the error names which is which.
+        """
+        staged, self._staged = self._staged, []
+        by_object: dict[tuple[int, str], list[tuple[str, tuple[object, ...]]]] = {}
+        for obj, fn_name, args in staged:
+            by_object.setdefault(obj, []).append((fn_name, args))
+        applied: list[str] = []
+        for position, (obj, ops) in enumerate(by_object.items()):
+            try:
+                for fn_name, args in ops:
+                    self._call(fn_name, *args)
+                self._call("fsx_commit")
+            except SwxError as exc:
+                self._lib.fsx_abort(self._ptr)
+                dropped = [f"{_KIND_NAMES[k]} {n}" for k, n in list(by_object)[position:]]
+                raise SwxError(
+                    f"{exc} (applied: {', '.join(applied) or 'nothing'};"
+                    f" dropped: {', '.join(dropped)})"
+                ) from None
+            applied.append(f"{_KIND_NAMES[obj[0]]} {obj[1]}")
 
     def abort(self) -> None:
         """Drop every staged change."""
-        self._lib.fsx_abort(self._ptr)
+        self._staged = []
 
     # -- data plane ---------------------------------------------------------------------------
 

@@ -10,6 +10,13 @@
  *   rte_swx_pipeline_build appends a sink as output port n, where `drop` sends packets.
  * Every function reports failure as a negative errno and a one-line message in `err`.
  * Nothing here is thread-safe: one caller thread per pipeline.
+ *
+ * Staged control-plane changes may concern one table, selector or learner at a time (-EBUSY
+ * otherwise): DPDK 22.11's commit rollback is only sound for the object that failed. Rolling
+ * back a wildcard/LPM table that had changes staged but was not reached yet frees its live
+ * object (use after free), and rolling back a selector makes its shadow copy alias the live
+ * object (leak, then double free). Selector member ids are checked before staging, so selector
+ * commits cannot fail on them.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -36,7 +43,11 @@
 
 #define FSX_EXPORT __attribute__((visibility("default")))
 
-enum fsx_entry_op { FSX_ENTRY_ADD = 0, FSX_ENTRY_DELETE = 1, FSX_ENTRY_DEFAULT = 2 };
+enum fsx_entry_op {
+	FSX_ENTRY_ADD = 0,
+	FSX_ENTRY_DELETE = 1,
+	FSX_ENTRY_DEFAULT = 2,
+};
 enum fsx_kind { FSX_KIND_TABLE = 0, FSX_KIND_SELECTOR = 1, FSX_KIND_LEARNER = 2 };
 
 struct fsx_pipeline {
@@ -48,6 +59,12 @@ struct fsx_pipeline {
 	uint32_t n_ports_in;  /* n_ports rounded up to a power of two. */
 	int *idle_fds;        /* Both ends of the padding socketpairs. */
 	uint32_t n_idle_fds;
+	/* The one object with staged changes (see the top of the file). */
+	uint32_t n_staged;
+	int staged_kind;
+	uint32_t staged_id;
+	/* Selectors whose control shadow aliases the live object after a failed commit. */
+	uint8_t *selector_aliased;
 };
 
 static int eal_done;
@@ -219,6 +236,10 @@ fsx_pipeline_free(struct fsx_pipeline *x)
 				    !ops.add)
 					ts[i].obj = NULL;
 			}
+		if (ts && x->selector_aliased)
+			for (i = 0; i < x->info.n_selectors; i++)
+				if (x->selector_aliased[i])
+					ts[x->info.n_tables + i].obj = NULL;
 		rte_swx_ctl_pipeline_free(x->ctl);
 	}
 	if (x->p)
@@ -226,6 +247,7 @@ fsx_pipeline_free(struct fsx_pipeline *x)
 	if (x->pool)
 		rte_mempool_free(x->pool);
 	idle_fds_close(x);
+	free(x->selector_aliased);
 	free(x);
 }
 
@@ -363,6 +385,33 @@ fsx_pipeline_build(const char *lib_path, const int *port_fds, uint32_t n_ports, 
 		goto error;
 	}
 
+	/* A selector's group table is allocated from its declared sizes but indexed with
+	 * those sizes rounded up to powers of two (DPDK 22.11), so only powers of two are safe.
+	 */
+	for (i = 0; i < x->info.n_selectors; i++) {
+		struct rte_swx_ctl_selector_info si;
+
+		status = rte_swx_ctl_selector_info_get(x->p, i, &si);
+		if (status) {
+			fail(err, errlen, status, "cannot read selector %u: %s", i,
+			     errno_text(status));
+			goto error;
+		}
+		if (!rte_is_power_of_2(si.n_groups_max) ||
+		    !rte_is_power_of_2(si.n_members_per_group_max)) {
+			fail(err, errlen, -EINVAL,
+			     "selector %s: n_groups_max %u and n_members_per_group_max %u must be "
+			     "powers of two (DPDK 22.11 indexes past its group table otherwise)",
+			     si.name, si.n_groups_max, si.n_members_per_group_max);
+			goto error;
+		}
+	}
+	x->selector_aliased = calloc(x->info.n_selectors + 1, 1);
+	if (!x->selector_aliased) {
+		fail(err, errlen, -ENOMEM, "out of memory");
+		goto error;
+	}
+
 	x->ctl = rte_swx_ctl_pipeline_create(x->p);
 	if (!x->ctl) {
 		fail(err, errlen, -ENOMEM,
@@ -460,6 +509,16 @@ fsx_object_info(struct fsx_pipeline *x, int kind, uint32_t id, char *name, size_
 	return 0;
 }
 
+/* A selector's n_members_per_group_max (member ids must be below it), 0 if no such selector. */
+FSX_EXPORT uint32_t
+fsx_selector_members_max(struct fsx_pipeline *x, uint32_t selector_id)
+{
+	struct rte_swx_ctl_selector_info si;
+
+	return rte_swx_ctl_selector_info_get(x->p, selector_id, &si) ? 0 :
+									si.n_members_per_group_max;
+}
+
 /* What an entry line for `table` must look like, for error messages. */
 static void
 table_syntax(struct fsx_pipeline *x, const char *table, char *buf, size_t len)
@@ -501,8 +560,9 @@ table_syntax(struct fsx_pipeline *x, const char *table, char *buf, size_t len)
 	}
 }
 
+/* The id of the table/selector/learner called `name`, or -1. */
 static int
-object_exists(struct fsx_pipeline *x, int kind, const char *name)
+object_find(struct fsx_pipeline *x, int kind, const char *name)
 {
 	uint32_t n = kind == FSX_KIND_TABLE ? x->info.n_tables :
 		     kind == FSX_KIND_LEARNER ? x->info.n_learners : x->info.n_selectors;
@@ -512,8 +572,41 @@ object_exists(struct fsx_pipeline *x, int kind, const char *name)
 	for (i = 0; i < n; i++)
 		if (!fsx_object_info(x, kind, i, found, sizeof(found), NULL, 0, &n_actions) &&
 		    !strcmp(found, name))
-			return 1;
+			return (int)i;
+	return -1;
+}
+
+static int
+object_exists(struct fsx_pipeline *x, int kind, const char *name)
+{
+	return object_find(x, kind, name) >= 0;
+}
+
+static const char *
+kind_name(int kind)
+{
+	return kind == FSX_KIND_TABLE ? "table" : kind == FSX_KIND_LEARNER ? "learner" : "selector";
+}
+
+/* Refuse staging for a second object while another has staged changes. */
+static int
+stage_check(struct fsx_pipeline *x, int kind, uint32_t id, const char *name, char *err,
+	    size_t errlen)
+{
+	if (x->n_staged && (x->staged_kind != kind || x->staged_id != id))
+		return fail(err, errlen, -EBUSY,
+			    "%s %s: changes to another table or selector are staged; commit or "
+			    "abort them first (DPDK 22.11 cannot roll back a commit spanning several)",
+			    kind_name(kind), name);
 	return 0;
+}
+
+static void
+staged(struct fsx_pipeline *x, int kind, uint32_t id)
+{
+	x->n_staged++;
+	x->staged_kind = kind;
+	x->staged_id = id;
 }
 
 static void
@@ -528,21 +621,71 @@ entry_free(struct rte_swx_table_entry *entry)
 	free(entry);
 }
 
+/* Whether `action_id` may be used for a regular entry (op ADD) or the default entry (op
+ * DEFAULT) of table `id`; DPDK only says EINVAL at staging otherwise.
+ */
+static int
+table_action_check(struct fsx_pipeline *x, uint32_t id, const char *table, int op,
+		   uint64_t action_id, char *err, size_t errlen)
+{
+	struct rte_swx_ctl_table_info info;
+	struct rte_swx_ctl_action_info a;
+	uint32_t i;
+	int status;
+
+	status = rte_swx_ctl_table_info_get(x->p, id, &info);
+	if (!status)
+		status = rte_swx_ctl_action_info_get(x->p, (uint32_t)action_id, &a);
+	if (status)
+		return fail(err, errlen, status, "table %s: %s", table, errno_text(status));
+	if (op == FSX_ENTRY_DEFAULT && info.default_action_is_const)
+		return fail(err, errlen, -EPERM, "table %s: the default action is constant", table);
+
+	for (i = 0; i < info.n_actions; i++) {
+		struct rte_swx_ctl_table_action_info ai;
+
+		status = rte_swx_ctl_table_action_info_get(x->p, id, i, &ai);
+		if (status)
+			return fail(err, errlen, status, "table %s: %s", table, errno_text(status));
+		if (ai.action_id != action_id)
+			continue;
+		if (op == FSX_ENTRY_ADD && !ai.action_is_for_table_entries)
+			return fail(err, errlen, -EINVAL,
+				    "table %s: action %s is only for the default entry", table,
+				    a.name);
+		if (op == FSX_ENTRY_DEFAULT && !ai.action_is_for_default_entry)
+			return fail(err, errlen, -EINVAL,
+				    "table %s: action %s is not allowed as the default entry",
+				    table, a.name);
+		return 0;
+	}
+	return fail(err, errlen, -EINVAL, "table %s has no action %s", table, a.name);
+}
+
 /* Stage an entry given in DPDK's text form:
  *   match <v>[/<mask>] ... [priority <p>] action <name> [<arg> <v> ...]
  * op ADD (insert or, for an existing key, modify), DELETE (only the match part counts) or
- * DEFAULT (just "action ..."). Staged changes take effect at fsx_commit.
+ * DEFAULT (just "action ..."). check_only: validate, stage nothing. Staged changes take effect
+ * at fsx_commit.
  */
 FSX_EXPORT int
-fsx_table_entry(struct fsx_pipeline *x, int op, const char *table, const char *line, char *err,
-		size_t errlen)
+fsx_table_entry(struct fsx_pipeline *x, int op, const char *table, const char *line,
+		int check_only, char *err, size_t errlen)
 {
 	struct rte_swx_table_entry *entry;
-	int blank = 0, status;
+	int blank = 0, status, id;
 	char syntax[768];
 
-	if (!object_exists(x, FSX_KIND_TABLE, table))
+	if (op != FSX_ENTRY_ADD && op != FSX_ENTRY_DELETE && op != FSX_ENTRY_DEFAULT)
+		return fail(err, errlen, -EINVAL, "unknown entry operation %d", op);
+	id = object_find(x, FSX_KIND_TABLE, table);
+	if (id < 0)
 		return fail(err, errlen, -ENOENT, "no table named %s", table);
+	if (!check_only) {
+		status = stage_check(x, FSX_KIND_TABLE, (uint32_t)id, table, err, errlen);
+		if (status)
+			return status;
+	}
 
 	entry = rte_swx_ctl_pipeline_table_entry_read(x->ctl, table, line, &blank);
 	if (!entry) {
@@ -553,53 +696,90 @@ fsx_table_entry(struct fsx_pipeline *x, int op, const char *table, const char *l
 			    line, syntax);
 	}
 
-	if (op == FSX_ENTRY_ADD)
-		status = rte_swx_ctl_pipeline_table_entry_add(x->ctl, table, entry);
-	else if (op == FSX_ENTRY_DELETE)
-		status = rte_swx_ctl_pipeline_table_entry_delete(x->ctl, table, entry);
-	else if (op == FSX_ENTRY_DEFAULT)
-		status = rte_swx_ctl_pipeline_table_default_entry_add(x->ctl, table, entry);
-	else
-		status = -EINVAL;
-	entry_free(entry);
-
-	if (status) {
-		const char *what = op == FSX_ENTRY_DEFAULT ?
-			"default entry rejected (constant default action, or an action not "
-			"allowed as default)" :
-			"entry rejected (action not allowed for entries, or mask on an exact field)";
-
-		return fail(err, errlen, status, "table %s: '%s': %s: %s", table, line, what,
-			    errno_text(status));
+	status = 0;
+	if (op != FSX_ENTRY_DELETE)
+		status = table_action_check(x, (uint32_t)id, table, op, entry->action_id, err,
+					    errlen);
+	if (!status && !check_only) {
+		if (op == FSX_ENTRY_ADD)
+			status = rte_swx_ctl_pipeline_table_entry_add(x->ctl, table, entry);
+		else if (op == FSX_ENTRY_DELETE)
+			status = rte_swx_ctl_pipeline_table_entry_delete(x->ctl, table, entry);
+		else
+			status = rte_swx_ctl_pipeline_table_default_entry_add(x->ctl, table, entry);
+		if (status)
+			fail(err, errlen, status, "table %s: '%s' rejected: %s", table, line,
+			     errno_text(status));
+		else
+			staged(x, FSX_KIND_TABLE, (uint32_t)id);
 	}
-	return 0;
+	entry_free(entry);
+	return status;
 }
 
 /* The default entry of a learner table ("action <name> [<arg> <v> ...]"). */
 FSX_EXPORT int
-fsx_learner_default(struct fsx_pipeline *x, const char *learner, const char *line, char *err,
-		    size_t errlen)
+fsx_learner_default(struct fsx_pipeline *x, const char *learner, const char *line, int check_only,
+		    char *err, size_t errlen)
 {
+	struct rte_swx_ctl_learner_info info;
+	struct rte_swx_ctl_table_action_info slot;
 	struct rte_swx_table_entry *entry;
-	int blank = 0, status;
+	int blank = 0, status, id;
 
-	if (!object_exists(x, FSX_KIND_LEARNER, learner))
+	id = object_find(x, FSX_KIND_LEARNER, learner);
+	if (id < 0)
 		return fail(err, errlen, -ENOENT, "no learner table named %s", learner);
+	if (!check_only) {
+		status = stage_check(x, FSX_KIND_LEARNER, (uint32_t)id, learner, err, errlen);
+		if (status)
+			return status;
+	}
+	status = rte_swx_ctl_learner_info_get(x->p, (uint32_t)id, &info);
+	if (status)
+		return fail(err, errlen, status, "learner %s: %s", learner, errno_text(status));
+	if (info.default_action_is_const)
+		return fail(err, errlen, -EPERM, "learner %s: the default action is constant",
+			    learner);
 
 	entry = rte_swx_ctl_pipeline_learner_default_entry_read(x->ctl, learner, line, &blank);
 	if (!entry)
 		return fail(err, errlen, -EINVAL,
 			    "learner %s: cannot parse default entry '%s' (expected: action "
-			    "<name> [<arg> <value> ...])", learner, line);
+			    "<name> [<arg> <value> ...] with one of its actions)", learner, line);
 
-	status = rte_swx_ctl_pipeline_learner_default_entry_add(x->ctl, learner, entry);
+	/* DPDK 22.11's rte_swx_ctl_pipeline_learner_default_entry_add looks the action up in the
+	 * learner's action list by its pipeline-wide action id, reading past the list unless the
+	 * two numbers coincide. Only accept the actions for which they do.
+	 */
+	if (entry->action_id >= info.n_actions ||
+	    rte_swx_ctl_learner_action_info_get(x->p, (uint32_t)id, (uint32_t)entry->action_id,
+						&slot) ||
+	    slot.action_id != entry->action_id)
+		status = fail(err, errlen, -EOPNOTSUPP,
+			      "learner %s: DPDK 22.11 can only set a learner default action whose "
+			      "position in the spec's action list equals its position in the "
+			      "learner's (declare the learner's actions first, in its order)",
+			      learner);
+	else if (!slot.action_is_for_default_entry)
+		status = fail(err, errlen, -EINVAL,
+			      "learner %s: '%s' is not allowed as the default entry", learner,
+			      line);
+	if (!status && !check_only) {
+		status = rte_swx_ctl_pipeline_learner_default_entry_add(x->ctl, learner, entry);
+		if (status)
+			fail(err, errlen, status, "learner %s: default entry '%s' rejected: %s",
+			     learner, line, errno_text(status));
+		else
+			staged(x, FSX_KIND_LEARNER, (uint32_t)id);
+	}
 	entry_free(entry);
-	if (status)
-		return fail(err, errlen, status, "learner %s: default entry '%s' rejected: %s",
-			    learner, line, errno_text(status));
-	return 0;
+	return status;
 }
 
+/* Allocate a group: DPDK picks the lowest free id. This is not a staged change: commit and
+ * abort leave the allocation alone (delete the group to release it).
+ */
 FSX_EXPORT int
 fsx_selector_group_add(struct fsx_pipeline *x, const char *selector, uint32_t *group_id,
 		       char *err, size_t errlen)
@@ -620,27 +800,46 @@ FSX_EXPORT int
 fsx_selector_group_delete(struct fsx_pipeline *x, const char *selector, uint32_t group_id,
 			  char *err, size_t errlen)
 {
-	int status;
+	int id = object_find(x, FSX_KIND_SELECTOR, selector), status;
 
-	if (!object_exists(x, FSX_KIND_SELECTOR, selector))
+	if (id < 0)
 		return fail(err, errlen, -ENOENT, "no selector named %s", selector);
+	status = stage_check(x, FSX_KIND_SELECTOR, (uint32_t)id, selector, err, errlen);
+	if (status)
+		return status;
 	status = rte_swx_ctl_pipeline_selector_group_delete(x->ctl, selector, group_id);
 	if (status)
 		return fail(err, errlen, status, "selector %s: group %u delete: %s", selector,
 			    group_id,
 			    status == -EINVAL ? "no such group" : errno_text(status));
+	staged(x, FSX_KIND_SELECTOR, (uint32_t)id);
 	return 0;
 }
 
+/* Stage a member with a weight, or its removal for weight 0. */
 FSX_EXPORT int
 fsx_selector_member(struct fsx_pipeline *x, const char *selector, uint32_t group_id,
 		    uint32_t member_id, uint32_t weight, char *err, size_t errlen)
 {
-	int status;
+	struct rte_swx_ctl_selector_info si;
+	int id = object_find(x, FSX_KIND_SELECTOR, selector), status;
 
-	if (!object_exists(x, FSX_KIND_SELECTOR, selector))
+	if (id < 0)
 		return fail(err, errlen, -ENOENT, "no selector named %s", selector);
-	/* Weight 0 deletes the member. */
+	status = stage_check(x, FSX_KIND_SELECTOR, (uint32_t)id, selector, err, errlen);
+	if (status)
+		return status;
+	status = rte_swx_ctl_selector_info_get(x->p, (uint32_t)id, &si);
+	if (status)
+		return fail(err, errlen, status, "selector %s: %s", selector, errno_text(status));
+	/* The selector table stores member ids in a group's slots and refuses ids past the slot
+	 * count at commit time; refuse them here, where it cannot poison a commit.
+	 */
+	if (member_id >= si.n_members_per_group_max)
+		return fail(err, errlen, -ENOSPC,
+			    "selector %s: member id %u out of range (ids must be < "
+			    "n_members_per_group_max %u)",
+			    selector, member_id, si.n_members_per_group_max);
 	status = weight ?
 		rte_swx_ctl_pipeline_selector_group_member_add(x->ctl, selector, group_id,
 							       member_id, weight) :
@@ -651,19 +850,31 @@ fsx_selector_member(struct fsx_pipeline *x, const char *selector, uint32_t group
 			    selector, group_id, member_id, weight ? "add" : "delete",
 			    status == -EINVAL ? "no such group (or it is being deleted)" :
 						errno_text(status));
+	staged(x, FSX_KIND_SELECTOR, (uint32_t)id);
 	return 0;
 }
 
+/* Apply the staged changes; on failure they are all discarded and nothing changes. */
 FSX_EXPORT int
 fsx_commit(struct fsx_pipeline *x, char *err, size_t errlen)
 {
 	int status = rte_swx_ctl_pipeline_commit(x->ctl, 1);
+	int kind = x->staged_kind, had_staged = x->n_staged > 0;
+	uint32_t id = x->staged_id;
 
-	if (status)
-		return fail(err, errlen, status,
-			    "commit failed, staged changes discarded: %s (selector member ids "
-			    "must be < n_members_per_group_max)",
-			    errno_text(status));
+	x->n_staged = 0;
+	if (status) {
+		char name[RTE_SWX_CTL_NAME_SIZE] = "?";
+		uint32_t n_actions;
+
+		if (!had_staged)
+			return fail(err, errlen, status, "commit failed: %s", errno_text(status));
+		fsx_object_info(x, kind, id, name, sizeof(name), NULL, 0, &n_actions);
+		if (kind == FSX_KIND_SELECTOR)
+			x->selector_aliased[id] = 1;
+		return fail(err, errlen, status, "%s %s: commit failed, its staged changes are "
+			    "discarded: %s", kind_name(kind), name, errno_text(status));
+	}
 	return 0;
 }
 
@@ -671,6 +882,7 @@ FSX_EXPORT void
 fsx_abort(struct fsx_pipeline *x)
 {
 	rte_swx_ctl_pipeline_abort(x->ctl);
+	x->n_staged = 0;
 }
 
 /* Execute n pipeline instructions, then flush the output ports. */
