@@ -270,6 +270,25 @@ def build_library(spec_path: Path, cache_dir: Path = CACHE) -> Path:
     return target
 
 
+def _weight_slots(weights: list[int]) -> int:
+    """Group slots DPDK 22.11 gives these weights: each divisor from 2 to the smallest weight
+    divides all of them once where it can (rte_swx_table_selector.c), then they are summed."""
+    reduced = list(weights)
+    for divisor in range(2, min(reduced) + 1):
+        if all(w % divisor == 0 for w in reduced):
+            reduced = [w // divisor for w in reduced]
+    return sum(reduced)
+
+
+@attrs.define
+class _SelectorGroups:
+    """One selector's groups, committed and staged: group id -> member id -> weight."""
+
+    slots: int  # n_members_per_group_max
+    committed: dict[int, dict[int, int]] = attrs.Factory(dict)
+    staged: dict[int, dict[int, int]] = attrs.Factory(dict)
+
+
 class SwxPipeline:
     """One SWX pipeline with fd ports 0..n_ports-1, its control plane and its counters.
 
@@ -296,7 +315,7 @@ class SwxPipeline:
         n_actions, n_tables, n_selectors, n_learners = counts[0], counts[1], counts[2], counts[3]
         self._action_names = [self._action_name(a) for a in range(n_actions)]
         self._actions_of: dict[tuple[int, str], list[int]] = {}
-        self._members_max: dict[str, int] = {}
+        self._selectors: dict[str, _SelectorGroups] = {}
         for kind, n in (
             (_KIND_TABLE, n_tables),
             (_KIND_SELECTOR, n_selectors),
@@ -306,7 +325,8 @@ class SwxPipeline:
                 name, ids = self._object_info(kind, obj)
                 self._actions_of[(kind, name)] = ids
                 if kind == _KIND_SELECTOR:
-                    self._members_max[name] = int(lib.fsx_selector_members_max(handle, obj))
+                    slots = int(lib.fsx_selector_members_max(handle, obj))
+                    self._selectors[name] = _SelectorGroups(slots)
         self._staged: list[tuple[tuple[int, str], str, tuple[object, ...]]] = []
 
     @classmethod
@@ -443,20 +463,42 @@ class SwxPipeline:
         Not staged: the id stays allocated whatever commit() or abort() do; delete the group
         to release it.
         """
+        groups = self._selector(selector)
         group = ctypes.c_uint32()
         self._call("fsx_selector_group_add", selector.encode(), ctypes.byref(group))
+        groups.committed[group.value] = {}
+        groups.staged[group.value] = {}
         return group.value
 
     def selector_group_delete(self, selector: str, group: int) -> None:
+        self._staged_group(selector, group)
+        del self._selectors[selector].staged[group]
         self._stage(_KIND_SELECTOR, selector, "fsx_selector_group_delete", selector.encode(), group)
 
     def selector_group_member_add(
         self, selector: str, group: int, member: int, weight: int = 1
     ) -> None:
-        """Stage a member (or a new weight for it); ids must be < n_members_per_group_max."""
+        """Stage a member (or a new weight for it).
+
+        Member ids must be < n_members_per_group_max, and the group's weights, reduced as DPDK
+        reduces them, must fit its n_members_per_group_max slots.
+        """
+        members = dict(self._staged_group(selector, group))
+        slots = self._selectors[selector].slots
+        if not 0 <= member < slots:
+            raise SwxError(
+                f"selector {selector}: member id {member} out of range"
+                f" (ids must be < n_members_per_group_max {slots})"
+            )
         if weight < 1:
             raise SwxError("a selector member's weight must be at least 1")
-        self._check_member(selector, member)
+        members[member] = weight
+        if _weight_slots(list(members.values())) > slots:
+            raise SwxError(
+                f"selector {selector}: group {group} weights {sorted(members.values())} need"
+                f" more than its {slots} slots"
+            )
+        self._selectors[selector].staged[group] = members
         self._stage(
             _KIND_SELECTOR,
             selector,
@@ -468,20 +510,25 @@ class SwxPipeline:
         )
 
     def selector_group_member_delete(self, selector: str, group: int, member: int) -> None:
-        self._check_member(selector, member)
+        members = self._staged_group(selector, group)
+        if member not in members:
+            raise SwxError(f"selector {selector}: group {group} has no member {member}")
+        self._selectors[selector].staged[group] = {m: w for m, w in members.items() if m != member}
         self._stage(
             _KIND_SELECTOR, selector, "fsx_selector_member", selector.encode(), group, member, 0
         )
 
-    def _check_member(self, selector: str, member: int) -> None:
-        limit = self._members_max.get(selector)
-        if limit is None:
+    def _selector(self, selector: str) -> _SelectorGroups:
+        groups = self._selectors.get(selector)
+        if groups is None:
             raise SwxError(f"no selector named {selector}")
-        if not 0 <= member < limit:
-            raise SwxError(
-                f"selector {selector}: member id {member} out of range"
-                f" (ids must be < n_members_per_group_max {limit})"
-            )
+        return groups
+
+    def _staged_group(self, selector: str, group: int) -> dict[int, int]:
+        members = self._selector(selector).staged.get(group)
+        if members is None:
+            raise SwxError(f"selector {selector}: no group {group}")
+        return members
 
     def commit(self) -> None:
         """Apply the staged changes, each table/selector/learner's atomically, in staging order.
@@ -501,16 +548,22 @@ class SwxPipeline:
                 self._call("fsx_commit")
             except SwxError as exc:
                 self._lib.fsx_abort(self._ptr)
+                self.abort()
                 dropped = [f"{_KIND_NAMES[k]} {n}" for k, n in list(by_object)[position:]]
                 raise SwxError(
                     f"{exc} (applied: {', '.join(applied) or 'nothing'};"
                     f" dropped: {', '.join(dropped)})"
                 ) from None
+            if obj[0] == _KIND_SELECTOR:
+                groups = self._selectors[obj[1]]
+                groups.committed = {g: dict(m) for g, m in groups.staged.items()}
             applied.append(f"{_KIND_NAMES[obj[0]]} {obj[1]}")
 
     def abort(self) -> None:
         """Drop every staged change."""
         self._staged = []
+        for groups in self._selectors.values():
+            groups.staged = {g: dict(m) for g, m in groups.committed.items()}
 
     # -- data plane ---------------------------------------------------------------------------
 

@@ -256,11 +256,29 @@ def test_a_failed_commit_keeps_earlier_tables_and_drops_the_failing_and_later_on
     assert pipeline.table_stats("routes").actions["route_ecmp"] == 0
 
 
-def test_selector_member_ids_beyond_the_group_size_are_refused(pipeline):
+def test_selector_members_that_cannot_fit_are_refused_when_staged(pipeline):
     group = pipeline.selector_group_add("ecmp")
 
     with pytest.raises(SwxError, match="member id 16 out of range"):
         pipeline.selector_group_member_add("ecmp", group, 16)
+    pipeline.selector_group_member_add("ecmp", group, 0, weight=3)
+    with pytest.raises(SwxError, match=r"weights \[3, 16\] need more than its 16 slots"):
+        pipeline.selector_group_member_add("ecmp", group, 1, weight=16)
+    with pytest.raises(SwxError, match="no group 9"):
+        pipeline.selector_group_member_add("ecmp", 9, 1)
+
+
+def test_selector_weights_share_the_flows_in_proportion(pipeline):
+    group_a, _ = install_routing(pipeline)
+    pipeline.selector_group_member_add("ecmp", group_a, 1, weight=3)
+    pipeline.commit()
+
+    ports = [
+        port
+        for i in range(256)
+        for port, _ in pipeline.process(0, frame(src=f"10.0.{i}.1", dst="10.1.9.9"))
+    ]
+    assert 2 * ports.count(1) < ports.count(2)  # 4 of 16 slots against 12
 
 
 def test_a_malformed_entry_is_refused_with_the_expected_form(pipeline):
