@@ -15,8 +15,8 @@
  * otherwise): DPDK 22.11's commit rollback is only sound for the object that failed. Rolling
  * back a wildcard/LPM table that had changes staged but was not reached yet frees its live
  * object (use after free), and rolling back a selector makes its shadow copy alias the live
- * object (leak, then double free). Selector member ids are checked before staging, so selector
- * commits cannot fail on them.
+ * object (leak, then double free; fsx_pipeline_free copes with the alias). Member ids are
+ * checked here and weights by the Python side before staging, so selector commits do not fail.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -146,8 +146,9 @@ fsx_eal_init(const char *args, char *err, size_t errlen)
 		free(copy);
 		if (e == EALREADY)
 			eal_done = 1;
-		return fail(err, errlen, -(e ? e : EINVAL), "rte_eal_init(%s) failed: %s", args,
-			    rte_strerror(e));
+		return fail(err, errlen, -(e ? e : EINVAL),
+			    "rte_eal_init(%s) failed: %s (DPDK may refuse a second attempt in this "
+			    "process)", args, rte_strerror(e));
 	}
 	/* argv strings may be kept by the EAL: copy stays allocated for the process lifetime. */
 	eal_done = 1;
@@ -284,6 +285,11 @@ fsx_pipeline_build(const char *lib_path, const int *port_fds, uint32_t n_ports, 
 	if (!n_ports || !port_fds || !mtu || !burst || !n_mbufs) {
 		fail(err, errlen, -EINVAL,
 		     "need at least one port and non-zero mtu, burst and buffer count");
+		return NULL;
+	}
+	if (RTE_PKTMBUF_HEADROOM + mtu > UINT16_MAX) {
+		fail(err, errlen, -EINVAL, "mtu %u too large (packet buffers hold at most %u bytes)",
+		     mtu, UINT16_MAX - RTE_PKTMBUF_HEADROOM);
 		return NULL;
 	}
 	for (i = 0; i < n_ports; i++)
@@ -1039,18 +1045,11 @@ FSX_EXPORT int
 fsx_learner_timeout(struct fsx_pipeline *x, const char *learner, uint32_t timeout_id,
 		    uint32_t *seconds, char *err, size_t errlen)
 {
-	uint32_t i, n_actions;
-	char found[RTE_SWX_CTL_NAME_SIZE];
-	int status;
+	int id = object_find(x, FSX_KIND_LEARNER, learner), status;
 
-	for (i = 0; i < x->info.n_learners; i++)
-		if (!fsx_object_info(x, FSX_KIND_LEARNER, i, found, sizeof(found), NULL, 0,
-				     &n_actions) &&
-		    !strcmp(found, learner))
-			break;
-	if (i == x->info.n_learners)
+	if (id < 0)
 		return fail(err, errlen, -ENOENT, "no learner table named %s", learner);
-	status = rte_swx_ctl_pipeline_learner_timeout_get(x->p, i, timeout_id, seconds);
+	status = rte_swx_ctl_pipeline_learner_timeout_get(x->p, (uint32_t)id, timeout_id, seconds);
 	if (status)
 		return fail(err, errlen, status, "learner %s: no timeout %u", learner, timeout_id);
 	return 0;
