@@ -9,7 +9,8 @@ SHIM := build/felix-p4-shim
 KUSTOMIZE_VERSION := v5.8.2
 KUSTOMIZE := build/tools/kustomize-$(KUSTOMIZE_VERSION)
 
-.PHONY: all demo test lint typecheck pytest proto p4info bench fuzz clean shim dist kustomize
+.PHONY: all demo test lint typecheck pytest proto p4info bench fuzz clean shim dist kustomize \
+	swx swx-dpdk-check swx-if-dpdk
 
 all: test
 
@@ -24,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/felix-p4 sim examples/default-deny.yaml
 	$(BIN)/felix-p4 sim examples/services.yaml
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) swx-if-dpdk lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check felix_p4 calico_proto tests fuzz bench
@@ -76,6 +77,31 @@ p4info:
 	$(P4C_DPDK) --arch pna --p4runtime-files pipeline/felix_pna.p4info.txtpb \
 		-o build/pipeline/felix_pna.spec pipeline/felix_pna.p4
 
+# P4-DPDK engine (felix_p4/swx, see its README): the C helper library, and DPDK's internal SWX
+# headers that generated pipeline C includes (from Debian's source package; never committed).
+SWX_LIB := build/swx/libfelix_swx.so
+SWX_HEADERS := build/dpdk-internal/VERSION
+DPDK_PC := $(shell pkg-config --variable=pcfiledir libdpdk 2>/dev/null)/libdpdk.pc
+
+swx: swx-dpdk-check $(SWX_LIB) $(SWX_HEADERS)
+
+swx-dpdk-check:
+	@pkg-config --exists libdpdk || { echo "DPDK is not installed:" \
+		"run felix_p4/swx/install-dpdk.sh as root" >&2; exit 1; }
+
+$(SWX_LIB): felix_p4/swx/felix_swx.c $(DPDK_PC)
+	@mkdir -p $(@D)
+	$(CC) -O2 -g -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -DALLOW_EXPERIMENTAL_API \
+		$$(pkg-config --cflags libdpdk) -o $@ $< $$(pkg-config --libs libdpdk)
+
+$(SWX_HEADERS): felix_p4/swx/fetch-dpdk-headers.sh $(DPDK_PC)
+	bash $< $(@D)
+
+# `make test` builds the engine where DPDK is installed; elsewhere its tests skip and say why.
+swx-if-dpdk:
+	@if pkg-config --exists libdpdk 2>/dev/null; then $(MAKE) --no-print-directory swx; \
+	else echo "DPDK is not installed: the SWX engine tests will skip"; fi
+
 # Coverage-guided fuzzing of the Felix input path (atheris); not part of make test.
 FUZZ_RUNS ?= 200000
 fuzz: $(STAMP)
@@ -88,4 +114,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/swx build/dpdk-internal
