@@ -21,8 +21,9 @@ def _setup_logging(level: str) -> None:
 
 
 def _driver(args: argparse.Namespace) -> int:
+    from felix_p4.cli.inspect_config import check
     from felix_p4.driver import Process
-    from felix_p4.felix.session import FelixPipesMissing
+    from felix_p4.felix.session import FelixPipesMissing, check_felix_fds
     from felix_p4.p4.artefacts import ArtefactError
     from felix_p4.p4.schema import SchemaError
     from felix_p4.ports import make_resolver
@@ -43,11 +44,20 @@ def _driver(args: argparse.Namespace) -> int:
         logging.getLogger("felix_p4").error("configuration: %s", exc)
         return 2
     _setup_logging(settings.log_level or "INFO")
+    socket_path = getattr(args, "felix_socket", "") or ""
+    try:
+        # Settings first: a misconfigured driver fails before it touches Felix's pipes.
+        check(settings)
+        if not socket_path:
+            check_felix_fds()
+    except (ConfigError, FelixPipesMissing, ArtefactError, SchemaError) as exc:
+        logging.getLogger("felix_p4").error("configuration: %s", exc)
+        return 2
 
     async def run() -> int:
         try:
             resolver = make_resolver(settings.ports, target_port_source(settings.p4runtime.address))
-            return await Process(settings, resolver).run(getattr(args, "felix_socket", "") or "")
+            return await Process(settings, resolver).run(socket_path)
         except (ConfigError, FelixPipesMissing, ArtefactError, SchemaError) as exc:
             logging.getLogger("felix_p4").error("configuration: %s", exc)
             return 2

@@ -163,20 +163,28 @@ class FelixPipesMissing(Exception):
 FelixReader = Callable[["FelixSession"], Coroutine[Any, Any, None]]
 
 
+def check_felix_fds(in_fd: int = 3, out_fd: int = 4) -> None:
+    """Felix's pipes are there; call before the process opens anything else (an event loop
+    would otherwise take fds 3 and 4)."""
+    for fd in (in_fd, out_fd):
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            mode = 0
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            raise FelixPipesMissing(
+                f"fd {fd} is not open as a pipe: felix-p4 is started by Felix "
+                "(FELIX_DATAPLANEDRIVER), which passes its stream on fds 3 and 4"
+            )
+
+
 async def serve_fds(
     serve: Callable[[FelixReader, FrameSink], Awaitable[int]],
     in_fd: int = 3,
     out_fd: int = 4,
 ) -> int:
-    """Run `serve` on Felix's pipes: its stream on fd 3, our reports on fd 4."""
-    for fd in (in_fd, out_fd):
-        try:
-            os.fstat(fd)
-        except OSError:
-            raise FelixPipesMissing(
-                f"fd {fd} is not open: felix-p4 is started by Felix "
-                "(FELIX_DATAPLANEDRIVER), which passes its stream on fds 3 and 4"
-            ) from None
+    """Run `serve` on Felix's pipes: its stream on fd 3, our reports on fd 4 (checked with
+    check_felix_fds before anything else could take those numbers)."""
 
     async def read(session: FelixSession) -> None:
         await session.read(await pipe_reader(in_fd))
