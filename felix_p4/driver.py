@@ -82,7 +82,11 @@ class Driver:
         dataplane = Dataplane(
             sync,
             self.ports,
-            NodeSettings(self.gateway_mac, host_port(self.settings.ports)),
+            NodeSettings(
+                self.gateway_mac,
+                host_port(self.settings.ports),
+                self.settings.limits.endpoint_share,
+            ),
             hairpin=self.hairpin,
             services_enabled=self.service_source is not None,
         )
@@ -142,7 +146,9 @@ class Driver:
             try:
                 await self.apply(dataplane)
             except P4RuntimeClientError as exc:
-                log.error("apply failed: %s; reconnecting", exc)
+                # The session is lost (a silent target included): reconnect; Felix's updates
+                # keep accumulating in the model meanwhile.
+                self.device.failed(exc)
                 dataplane = await self._reconnect()
                 continue
             except Exception:

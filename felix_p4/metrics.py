@@ -19,6 +19,17 @@ IGNORED_PAYLOADS = Counter(
 WRITES = Counter("felix_p4_p4runtime_updates_total", "P4Runtime updates sent", ["result"])
 APPLIES = Counter("felix_p4_applies_total", "Applies of Felix state to the device")
 RECONNECTS = Counter("felix_p4_p4runtime_reconnects_total", "Failed P4Runtime (re)connections")
+ADMISSIONS = Counter(
+    "felix_p4_admissions_total",
+    "Objects (endpoints, services) admitted to or refused room on the device",
+    ["kind", "result"],
+)
+OCCUPANCY = Gauge(
+    "felix_p4_table_entries", "Entries desired or on the device, per table", ["table"]
+)
+CAPACITY = Gauge(
+    "felix_p4_table_capacity", "Entries a table can hold as far as the driver knows", ["table"]
+)
 SESSIONS = Counter("felix_p4_felix_sessions_total", "Felix sessions served")
 IN_SYNC = Gauge(
     "felix_p4_dataplane_in_sync", "1 once DataplaneInSync was sent in the current Felix session"

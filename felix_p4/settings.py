@@ -70,6 +70,15 @@ class P4RuntimeSettings:
     plaintext: bool = False
     tls: TlsSettings = attrs.Factory(TlsSettings)
     batch_size: int = attrs.field(default=1000, validator=_positive)
+    # A write, read or pipeline call not answered within this is a lost session.
+    timeout_seconds: float = attrs.field(default=30.0, validator=_positive)
+
+
+@attrs.frozen(slots=True)
+class LimitsSettings:
+    # The fraction of any table one endpoint may take (never less than 16 entries), so that a
+    # mistaken or hostile endpoint cannot starve a node of its normal pod count.
+    endpoint_share: float = attrs.field(default=0.01, validator=_positive)
 
 
 @attrs.frozen(slots=True)
@@ -129,6 +138,7 @@ class Settings:
     pipeline: PipelineSettings = attrs.Factory(PipelineSettings)
     ports: PortsSettings = attrs.Factory(PortsSettings)
     forwarding: ForwardingSettings = attrs.Factory(ForwardingSettings)
+    limits: LimitsSettings = attrs.Factory(LimitsSettings)
     services: ServicesSettings = attrs.Factory(ServicesSettings)
     felix: FelixSettings = attrs.Factory(FelixSettings)
     metrics: MetricsSettings = attrs.Factory(MetricsSettings)

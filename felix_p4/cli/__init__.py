@@ -124,8 +124,16 @@ def _target(args: argparse.Namespace) -> int:
             Path(args.tls_cert), Path(args.tls_key), Path(args.tls_ca) if args.tls_ca else None
         )
 
+    limits: dict[str, int] = {}
+    for item in args.table_limit or []:
+        table, _, size = item.partition("=")
+        if not size.isdigit():
+            print(f"felix-p4 target: --table-limit {item!r} is not TABLE=N", file=sys.stderr)
+            return 2
+        limits[table] = int(size)
+
     async def run() -> int:
-        server, _, _ = await start_target(args.listen, args.device_id, tls)
+        server, _, _ = await start_target(args.listen, args.device_id, tls, limits)
         await server.wait_for_termination()
         return 0
 
@@ -213,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     target.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     target.add_argument("--tls-ca", help="require client certificates signed by this CA")
+    target.add_argument(
+        "--table-limit",
+        action="append",
+        metavar="TABLE=N",
+        help="hold at most N entries in TABLE, fewer than the P4Info says (testing)",
+    )
     target.set_defaults(func=_target)
 
     trace = sub.add_parser("trace", help="run one packet through the embedded target")

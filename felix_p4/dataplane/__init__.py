@@ -13,6 +13,7 @@ import logging
 
 import attrs
 
+from felix_p4 import metrics
 from felix_p4.compile.forwarding import CannotForward
 from felix_p4.compile.policy import DIRECTIONS, CannotCompile, Program
 from felix_p4.dataplane.forwarding import ForwardingManager, NodeSettings
@@ -23,7 +24,7 @@ from felix_p4.model.endpoints import WorkloadEndpoint, WorkloadEndpointKey
 from felix_p4.model.policy import IPAddress
 from felix_p4.model.state import DataplaneState
 from felix_p4.model.status import DOWN, ERROR, UP
-from felix_p4.p4.sync import ApplyReport, SyncEngine
+from felix_p4.p4.sync import ApplyReport, Refused, SyncEngine
 from felix_p4.pipeline import PIPELINE, Owner
 from felix_p4.pipeline.entries import TableEntry
 from felix_p4.ports import PortConflict, PortResolver
@@ -86,13 +87,16 @@ class Dataplane:
         if Owner.FORWARDING in touched:
             await self.forwarding.update(state, changes)
             keys |= self.forwarding.affected(changes)
-        if Owner.SERVICES in touched:
+        if Owner.SERVICES in touched or self.services.refused:
             self.services.update(state, changes)
         changes.clear()
+        # Felix's order: endpoints waiting for room are admitted first come, first served.
+        order = state.endpoint_order
+        ordered = sorted(keys, key=lambda k: (order.get(k, len(order)), k))
 
         # Phase A: programs the endpoints now need, and their classification entries.
         wanted: dict[WorkloadEndpointKey, tuple[WorkloadEndpoint, int, dict[str, Program]]] = {}
-        for key in sorted(keys):  # sorted: ports handed out on first sight number reproducibly
+        for key in ordered:
             endpoint = state.endpoints.get(key)
             if endpoint is None:
                 self.forwarding.forget(key)
@@ -105,10 +109,9 @@ class Dataplane:
             try:
                 port = await self.forwarding.port_of(endpoint)
             except PortConflict as exc:
-                self._explain(key, str(exc))
+                self._error(out, key, str(exc))
                 self.forwarding.remove(key)
                 self.policy.forget(key)
-                out.statuses[key] = ERROR
                 continue
             if port is None:
                 self.forwarding.remove(key)
@@ -118,8 +121,7 @@ class Dataplane:
             try:
                 programs = self.policy.programs_for(endpoint, state)
             except CannotCompile as exc:
-                self._explain(key, str(exc))
-                out.statuses[key] = ERROR
+                self._error(out, key, str(exc))
                 if not self.policy.has_installed(key):
                     self.forwarding.blackhole(endpoint)
                 continue
@@ -127,6 +129,7 @@ class Dataplane:
         self.ipsets.flush()
         report = await sync.apply(EARLY_TABLES, deletes=False)
         self._count(report, out)
+        self._roll_back(report, state, out)
         failed_programs = {
             o: reason
             for o, reason in report.errors.items()
@@ -138,10 +141,7 @@ class Dataplane:
             chosen: dict[str, Program] = {}
             for d, program in programs.items():
                 if program.owner in failed_programs:
-                    self._explain(
-                        key, f"{d} policy not installed: {failed_programs[program.owner]}"
-                    )
-                    out.statuses[key] = ERROR
+                    self._error(out, key, f"{d} policy: {failed_programs[program.owner]}")
                     previous = self.policy.previous(key, d)
                     if previous is None:
                         self.forwarding.blackhole(endpoint)
@@ -153,30 +153,44 @@ class Dataplane:
             try:
                 self.forwarding.program(endpoint, port, chosen["egress"].id, chosen["ingress"].id)
             except CannotForward as exc:
-                self._explain(key, str(exc))
+                self._error(out, key, str(exc))
                 self.forwarding.remove(key)
                 self.policy.forget(key)
-                out.statuses[key] = ERROR
+                continue
+            except Refused as exc:
+                # Not written at all (an earlier version, if admitted, stays as it was).
+                self._error(out, key, str(exc), refused=True)
                 continue
             for d, program in chosen.items():
                 self.policy.install(key, d, program)
-            out.statuses.setdefault(key, ERROR if key in invalid else UP)
+            missing = self.policy.missing(endpoint, state)
+            if missing:
+                # It denies what they would decide (safe), but is not what Felix asked for.
+                self._error(out, key, f"refers to {', '.join(missing)}, not sent by Felix")
+            elif key in invalid:
+                out.statuses.setdefault(key, ERROR)
+            else:
+                out.statuses.setdefault(key, UP)
         report = await sync.apply(FORWARDING_TABLES, deletes=False)
         self._count(report, out)
+        self._roll_back(report, state, out)
         for owner, reason in report.errors.items():
             if isinstance(owner, WorkloadEndpointKey) and owner in state.endpoints:
-                self._explain(owner, f"not fully programmed: {reason}")
-                out.statuses[owner] = ERROR
+                self._error(out, owner, f"not fully programmed: {reason}")
 
-        # Phase C: release programs nothing points at, then write every remaining change.
+        # Phase C: release programs nothing points at, then write every remaining change
+        # (including the removal of whatever was rolled back), until nothing more is refused.
         self.policy.release_unused(p for _, _, ps in wanted.values() for p in ps.values())
         self.ipsets.flush()
-        report = await sync.apply()
-        self._count(report, out)
+        for _ in range(3):
+            report = await sync.apply()
+            self._count(report, out)
+            if not self._roll_back(report, state, out):
+                break
         self.services.applied()
-        for owner in report.errors:
+        for owner, reason in report.errors.items():
             if isinstance(owner, WorkloadEndpointKey) and owner in state.endpoints:
-                out.statuses[owner] = ERROR
+                self._error(out, owner, reason)
         if not self._recovered:
             self._recovered = True
             self.policy.drop_recovered()
@@ -192,8 +206,38 @@ class Dataplane:
         self.not_up.difference_update(out.removed)
         for key in out.removed:
             self._explained.pop(key, None)
-        out.retry = out.failed > 0 or bool(self.not_up)
+        self._gauges()
+        out.retry = out.failed > 0 or bool(self.not_up) or bool(self.services.refused)
         return out
+
+    def _roll_back(self, report: ApplyReport, state: DataplaneState, out: ApplyOutcome) -> bool:
+        """Objects the device refused room for (it is smaller than declared): nothing of them
+        may stay, so their claims go and the next write removes what did get in."""
+        for owner in report.exhausted:
+            reason = report.errors.get(owner, "device full")
+            if isinstance(owner, WorkloadEndpointKey):
+                self.forwarding.remove(owner)
+                self.policy.forget(owner)
+                if owner in state.endpoints:
+                    self._error(out, owner, reason, refused=True)
+            elif isinstance(owner, tuple) and owner[0] == "program":
+                self.policy.drop(owner)
+            elif isinstance(owner, tuple) and owner[0] == "service":
+                self.services.refuse(owner[1], reason)
+        return bool(report.exhausted)
+
+    def _error(
+        self, out: ApplyOutcome, key: WorkloadEndpointKey, reason: str, refused: bool = False
+    ) -> None:
+        out.statuses[key] = ERROR
+        if refused and self._explained.get(key) != reason:
+            metrics.ADMISSIONS.labels("endpoint", "refused").inc()
+        self._explain(key, reason)
+
+    def _gauges(self) -> None:
+        for table, capacity in self.sync.capacity.items():
+            metrics.CAPACITY.labels(table).set(capacity)
+            metrics.OCCUPANCY.labels(table).set(self.sync.occupied[table])
 
     def _explain(self, key: WorkloadEndpointKey, reason: str) -> None:
         """Log why an endpoint is in error, once per reason (it is retried every second)."""

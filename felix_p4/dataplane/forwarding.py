@@ -23,6 +23,7 @@ NODE_OWNER = "node"
 class NodeSettings:
     gateway_mac: int
     host_port: str | int  # an interface name to resolve, or a port number
+    endpoint_share: float = 0.01  # of any table, the most one endpoint may take
 
 
 class ForwardingManager:
@@ -66,7 +67,9 @@ class ForwardingManager:
     def program(
         self, endpoint: WorkloadEndpoint, port: int, egress_program: int, ingress_program: int
     ) -> None:
-        """Raises CannotForward for an endpoint the pipeline cannot deliver to."""
+        """Declare the endpoint's entries. Raises CannotForward for an endpoint the pipeline
+        cannot deliver to, Refused when its entries do not fit or take more than its share
+        (its previous entries, if any, stay)."""
         entries = endpoint_entries(
             endpoint,
             port,
@@ -74,6 +77,7 @@ class ForwardingManager:
             egress_program,
             ingress_program,
         )
+        self.sync.admit(endpoint.key, entries, share=self.node.endpoint_share)
         self.sync.set_owner(endpoint.key, entries)
 
     def blackhole(self, endpoint: WorkloadEndpoint) -> None:

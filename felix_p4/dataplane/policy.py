@@ -7,6 +7,7 @@ from collections.abc import Hashable, Iterable
 from felix_p4.compile.ipsets import Classifier
 from felix_p4.compile.policy import (
     DIRECTIONS,
+    CannotCompile,
     PolicyCompiler,
     Program,
     ProgramSpec,
@@ -14,7 +15,7 @@ from felix_p4.compile.policy import (
 )
 from felix_p4.model.endpoints import WorkloadEndpoint, WorkloadEndpointKey
 from felix_p4.model.state import Changes, DataplaneState
-from felix_p4.p4.sync import SyncEngine
+from felix_p4.p4.sync import Refused, SyncEngine
 from felix_p4.pipeline import Owner
 from felix_p4.pipeline.entries import TableEntry
 
@@ -59,16 +60,47 @@ class PolicyManager:
 
     def programs_for(self, endpoint: WorkloadEndpoint, state: DataplaneState) -> dict[str, Program]:
         """The endpoint's program per direction, compiled and handed to the sync engine if new.
-        Raises CannotCompile when the pipeline cannot hold one."""
+        Raises CannotCompile when the pipeline cannot hold one (nothing of it is kept)."""
         programs = {
             d: self.compiler.ensure(self._spec(endpoint, d, state), state.ipsets.get)
             for d in DIRECTIONS
         }
         for program in programs.values():
+            if program.registered:
+                continue
+            try:
+                self.sync.admit(program.owner, program.entries)
+            except Refused as exc:
+                for p in programs.values():
+                    if not p.registered and self.compiler.programs.get(p.spec) is p:
+                        self.compiler.release(p)
+                raise CannotCompile(f"{program.spec.direction} policy: {exc}") from None
+        for program in programs.values():
             if not program.registered:
                 program.registered = True
                 self.sync.set_owner(program.owner, program.entries)
         return programs
+
+    def drop(self, owner: Hashable) -> None:
+        """A program the device refused part of: remove it (its endpoints keep their previous
+        programs); it is compiled again, and admitted or refused, at the next attempt."""
+        for program in list(self.compiler.programs.values()):
+            if program.owner == owner and not self._users.get(owner):
+                self.sync.remove_owner(owner)
+                self.compiler.release(program)
+
+    @staticmethod
+    def missing(endpoint: WorkloadEndpoint, state: DataplaneState) -> list[str]:
+        """Policies and profiles the endpoint names that Felix has not sent (they add no
+        rules, so the endpoint denies what they would have decided)."""
+        out = [
+            f"policy {key}"
+            for tier in endpoint.tiers
+            for key in dict.fromkeys((*tier.ingress_policies, *tier.egress_policies))
+            if not key.staged and key not in state.policies
+        ]
+        out += [f"profile {p}" for p in endpoint.profile_ids if p not in state.profiles]
+        return out
 
     def _spec(
         self, endpoint: WorkloadEndpoint, direction: str, state: DataplaneState

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
+from felix_p4 import metrics
 from felix_p4.compile.services import NodeContext, ServiceCompiler
 from felix_p4.model.policy import IPAddress
+from felix_p4.model.services import ServiceKey
 from felix_p4.model.state import Changes, DataplaneState
-from felix_p4.p4.sync import SyncEngine
+from felix_p4.p4.sync import Refused, SyncEngine
 from felix_p4.pipeline import Owner
 from felix_p4.pipeline.entries import Entity
+
+log = logging.getLogger(__name__)
 
 
 class ServiceManager:
@@ -27,6 +32,8 @@ class ServiceManager:
         self.enabled = enabled
         self.compiler = ServiceCompiler()
         self._started = False
+        # Services that did not fit, with why (logged once), retried at every apply.
+        self.refused: dict[ServiceKey, str] = {}
 
     def recover(self, installed: Sequence[Entity]) -> None:
         self.compiler.recover(installed)
@@ -34,7 +41,7 @@ class ServiceManager:
     def update(self, state: DataplaneState, changes: Changes) -> None:
         if not self.enabled or not state.services_synced:
             return
-        keys = set(changes.services)
+        keys = set(changes.services) | set(self.refused)
         if changes.node_addresses or not self._started:
             self._started = True
             keys |= state.all_services()
@@ -51,9 +58,25 @@ class ServiceManager:
                 self.sync.remove_owner(owner)
                 self.compiler.forget(key)
                 continue
-            self.sync.set_owner(
-                owner, self.compiler.compile(service, state.service_slices(key), node)
-            )
+            entities = self.compiler.compile(service, state.service_slices(key), node)
+            try:
+                self.sync.admit(owner, entities)
+            except Refused as exc:
+                self.refuse(key, str(exc))
+                continue
+            self.sync.set_owner(owner, entities)
+            if self.refused.pop(key, None) is not None:
+                log.info("service %s: admitted", key)
+                metrics.ADMISSIONS.labels("service", "admitted").inc()
+
+    def refuse(self, key: ServiceKey, reason: str) -> None:
+        """Nothing of the service stays on the device; it is tried again at the next apply."""
+        self.sync.remove_owner(("service", key))
+        self.compiler.forget(key)
+        if self.refused.get(key) != reason:
+            log.error("service %s: not programmed, %s", key, reason)
+            metrics.ADMISSIONS.labels("service", "refused").inc()
+        self.refused[key] = reason
 
     def applied(self) -> None:
         """Free ids no service uses any more (after the apply that removed their entities)."""

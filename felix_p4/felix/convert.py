@@ -33,7 +33,7 @@ from felix_p4.model.services import (
     service_protocol,
 )
 from felix_p4.model.state import DataplaneState, HostAddresses, IpamPool, Route
-from felix_p4.model.values import InvalidObject, IPNetwork, parse_mac, parse_net
+from felix_p4.model.values import InvalidObject, IPNetwork, parse_address, parse_mac, parse_net
 
 
 class InvalidEndpoint(InvalidObject):
@@ -254,10 +254,7 @@ def service_from_felix(pb: fb.ServiceUpdate) -> Service:
 
 
 def _address(text: str, version: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        raise InvalidObject(f"invalid IP address {text!r}") from None
+    addr = parse_address(text, "host address")
     if addr.version != version:
         raise InvalidObject(f"{text!r} is not an IPv{version} address")
     return addr
@@ -350,19 +347,24 @@ def apply_pool_remove(state: DataplaneState, pb: fb.IPAMPoolRemove) -> None:
 
 
 def apply_ipset_update(state: DataplaneState, pb: fb.IPSetUpdate) -> None:
-    set_type = set_type_name(pb.type)
-    state.upsert_ipset(IpSet(pb.id, set_type, members(list(pb.members), set_type)))
+    try:
+        set_type = set_type_name(pb.type)
+        ipset = IpSet(pb.id, set_type, members(list(pb.members), set_type))
+    except InvalidObject as exc:
+        raise InvalidObject(f"IP set {pb.id!r}: {exc}") from None
+    state.upsert_ipset(ipset)
 
 
 def apply_ipset_delta(state: DataplaneState, pb: fb.IPSetDeltaUpdate) -> None:
     old = state.ipsets.get(pb.id)
     if old is None:
         raise InvalidObject(f"IP set delta for unknown set {pb.id!r}")
-    state.ipset_delta(
-        pb.id,
-        members(list(pb.added_members), old.type),
-        members(list(pb.removed_members), old.type),
-    )
+    try:
+        added = members(list(pb.added_members), old.type)
+        removed = members(list(pb.removed_members), old.type)
+    except InvalidObject as exc:
+        raise InvalidObject(f"IP set {pb.id!r}: {exc}") from None
+    state.ipset_delta(pb.id, added, removed)
 
 
 def apply_ipset_remove(state: DataplaneState, pb: fb.IPSetRemove) -> None:

@@ -85,7 +85,9 @@ class DriverProcess:
 
 
 def spawn_driver(
-    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    stderr: int | None = None,
 ) -> DriverProcess:
     """Exec `felix-p4` (by default this interpreter's) with fds 3 and 4 wired to pipes.
 
@@ -98,19 +100,22 @@ def spawn_driver(
     # the copies are close-on-exec, dup2 gives the child inheritable fds 3 and 4.
     high_in = fcntl.fcntl(to_r, fcntl.F_DUPFD_CLOEXEC, 10)
     high_out = fcntl.fcntl(from_w, fcntl.F_DUPFD_CLOEXEC, 10)
+    actions = [(os.POSIX_SPAWN_DUP2, high_in, 3), (os.POSIX_SPAWN_DUP2, high_out, 4)]
+    high_err = -1
+    if stderr is not None:  # where the driver's log goes (Felix copies it into its own)
+        high_err = fcntl.fcntl(stderr, fcntl.F_DUPFD_CLOEXEC, 10)
+        actions.append((os.POSIX_SPAWN_DUP2, high_err, 2))
     command = list(argv) if argv else [sys.executable, "-m", "felix_p4"]
     try:
         pid = os.posix_spawnp(
             command[0],
             command,
             dict(env) if env is not None else dict(os.environ),
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, high_in, 3),
-                (os.POSIX_SPAWN_DUP2, high_out, 4),
-            ],
+            file_actions=actions,
         )
     finally:
-        for fd in (to_r, from_w, high_in, high_out):
-            os.close(fd)
+        for fd in (to_r, from_w, high_in, high_out, high_err):
+            if fd >= 0:
+                os.close(fd)
     os.set_blocking(to_w, True)
     return DriverProcess(pid, to_w, from_r)

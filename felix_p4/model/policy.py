@@ -11,7 +11,7 @@ from typing import TypeAlias
 
 import attrs
 
-from felix_p4.model.values import InvalidObject, IPNetwork, Prefix, parse_prefix
+from felix_p4.model.values import InvalidObject, IPNetwork, Prefix, check_plain, parse_prefix
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -137,6 +137,7 @@ def parse_member(text: str, set_type: str) -> IpSetMember:
     proto_text, sep2, port_text = proto_port.partition(":")
     if not sep or not sep2:
         raise InvalidObject(f"IP set member {text!r} is not address,protocol:port")
+    check_plain(addr_text, "IP set member")
     try:
         addr = ipaddress.ip_address(addr_text.split("/")[0])
         port = int(port_text)

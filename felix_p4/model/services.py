@@ -8,14 +8,13 @@ Felix's ServiceUpdate when no object is known; backends only from EndpointSlices
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
 import attrs
 
 from felix_p4.model.policy import IPAddress
-from felix_p4.model.values import InvalidObject
+from felix_p4.model.values import InvalidObject, parse_address
 
 SERVICE_PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
 DEFAULT_AFFINITY_SECONDS = 10800  # Kubernetes' default ClientIP affinity timeout
@@ -71,13 +70,7 @@ class EndpointSlice:
 
 
 def parse_addresses(values: Iterable[Any], what: str) -> tuple[IPAddress, ...]:
-    out = []
-    for value in values:
-        try:
-            out.append(ipaddress.ip_address(str(value)))
-        except ValueError:
-            raise InvalidObject(f"invalid {what} {value!r}") from None
-    return tuple(out)
+    return tuple(parse_address(str(value), what) for value in values)
 
 
 def service_protocol(text: Any) -> int:

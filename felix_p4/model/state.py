@@ -87,6 +87,8 @@ class DataplaneState:
 
     config: FelixConfig = attrs.Factory(FelixConfig)
     endpoints: dict[WorkloadEndpointKey, WorkloadEndpoint] = attrs.Factory(dict)
+    # The order Felix first sent each endpoint in: waiting endpoints are admitted in it.
+    endpoint_order: dict[WorkloadEndpointKey, int] = attrs.Factory(dict)
     hosts: dict[str, HostAddresses] = attrs.Factory(dict)
     routes: dict[IPNetwork, Route] = attrs.Factory(dict)
     pools: dict[str, IpamPool] = attrs.Factory(dict)
@@ -110,12 +112,14 @@ class DataplaneState:
     def upsert_endpoint(self, endpoint: WorkloadEndpoint) -> bool:
         if self.endpoints.get(endpoint.key) == endpoint:
             return False
+        self.endpoint_order.setdefault(endpoint.key, len(self.endpoint_order))
         self.endpoints[endpoint.key] = endpoint
         self.changes.endpoints.add(endpoint.key)
         return True
 
     def remove_endpoint(self, key: WorkloadEndpointKey) -> None:
         self.endpoints.pop(key, None)
+        self.endpoint_order.pop(key, None)
         self.changes.endpoints.add(key)
 
     def set_host(self, host: HostAddresses) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import TypeAlias
 
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -27,7 +28,26 @@ def format_mac(value: int) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
+# A plain address or CIDR: hex digits, dots and colons, then an optional prefix length. Scoped
+# IPv6 ("fe80::1%eth0"), netmask suffixes and whitespace are refused: Felix never sends them.
+_PLAIN = re.compile(r"[0-9A-Fa-f.:]+(/[0-9]{1,3})?")
+
+
+def check_plain(text: str, field: str) -> None:
+    if not _PLAIN.fullmatch(text):
+        raise InvalidObject(f"{field}: {text!r} is not a plain IP address or CIDR")
+
+
+def parse_address(text: str, field: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    check_plain(text, field)
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidObject(f"invalid IP address {text!r} in {field}") from None
+
+
 def parse_net(text: str, field: str) -> IPNetwork:
+    check_plain(text, field)
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:

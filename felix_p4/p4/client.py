@@ -21,6 +21,10 @@ class P4RuntimeClientError(Exception):
     """The device refused or failed a whole RPC."""
 
 
+class TargetSilent(P4RuntimeClientError):
+    """The target did not answer within the deadline (stopped, hung, or overloaded)."""
+
+
 class NotPrimary(P4RuntimeClientError):
     """Another controller holds a higher election id; writes would be refused."""
 
@@ -90,8 +94,11 @@ class P4RuntimeClient:
         device_id: int,
         election_id: int,
         tls: TlsSettings | None = None,
+        timeout: float = 30.0,
     ) -> None:
         self.address = address
+        # Every RPC gets this deadline: a target that stops answering is a lost session.
+        self.timeout = timeout
         self.device_id = device_id
         self.election_id = election_id
         self.tls = tls
@@ -121,7 +128,7 @@ class P4RuntimeClient:
         self._requests = asyncio.Queue()
         self._arbitration = asyncio.Queue()
 
-    async def connect(self, timeout: float = 10.0) -> None:
+    async def connect(self, timeout: float | None = None) -> None:
         """Open the channel and stream, arbitrate, and return once we are primary."""
         self.open()
         assert self._stub is not None
@@ -131,7 +138,13 @@ class P4RuntimeClient:
             device_id=self.device_id, election_id=self._election()
         )
         await self._requests.put(p4r.StreamMessageRequest(arbitration=arbitration))
-        reply = await asyncio.wait_for(self._arbitration.get(), timeout)
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            reply = await asyncio.wait_for(self._arbitration.get(), timeout)
+        except TimeoutError:
+            raise TargetSilent(
+                f"arbitration: no answer from {self.address} within {timeout:g}s"
+            ) from None
         if reply is None:
             raise P4RuntimeClientError(f"stream to {self.address} ended before arbitration")
         highest = (reply.election_id.high << 64) | reply.election_id.low
@@ -202,11 +215,11 @@ class P4RuntimeClient:
             response_type=p4r.GetForwardingPipelineConfigRequest.P4INFO_AND_COOKIE,
         )
         try:
-            response = await self.stub.GetForwardingPipelineConfig(request)
+            response = await self.stub.GetForwardingPipelineConfig(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 return None, 0
-            raise P4RuntimeClientError(f"GetForwardingPipelineConfig: {exc.details()}") from exc
+            raise self._failed("GetForwardingPipelineConfig", exc) from exc
         config = response.config
         if not config.HasField("p4info") or not config.p4info.tables:
             return None, 0
@@ -224,9 +237,9 @@ class P4RuntimeClient:
             ),
         )
         try:
-            await self.stub.SetForwardingPipelineConfig(request)
+            await self.stub.SetForwardingPipelineConfig(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
-            raise P4RuntimeClientError(f"SetForwardingPipelineConfig: {exc.details()}") from exc
+            raise self._failed("SetForwardingPipelineConfig", exc) from exc
 
     async def write(self, updates: Sequence[p4r.Update]) -> list[UpdateResult]:
         """One WriteRequest; returns a result per update (all OK on success)."""
@@ -236,10 +249,15 @@ class P4RuntimeClient:
             device_id=self.device_id, election_id=self._election(), updates=updates
         )
         try:
-            await self.stub.Write(request)
+            await self.stub.Write(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.PERMISSION_DENIED):
-                raise P4RuntimeClientError(f"Write: {exc.code().name}: {exc.details()}") from exc
+            if exc.code() in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.PERMISSION_DENIED,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.CANCELLED,
+            ):
+                raise self._failed("Write", exc) from exc
             return per_update_results(exc, len(updates))
         return [OK] * len(updates)
 
@@ -267,8 +285,13 @@ class P4RuntimeClient:
         request = p4r.ReadRequest(device_id=self.device_id, entities=wildcards)
         entities: list[p4r.Entity] = []
         try:
-            async for response in self.stub.Read(request):
+            async for response in self.stub.Read(request, timeout=self.timeout):
                 entities.extend(response.entities)
         except grpc.aio.AioRpcError as exc:
-            raise P4RuntimeClientError(f"Read: {exc.details()}") from exc
+            raise self._failed("Read", exc) from exc
         return entities
+
+    def _failed(self, what: str, exc: grpc.aio.AioRpcError) -> P4RuntimeClientError:
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return TargetSilent(f"{what}: no answer from {self.address} within {self.timeout:g}s")
+        return P4RuntimeClientError(f"{what}: {exc.code().name}: {exc.details()}")

@@ -38,11 +38,6 @@ def tls_settings(p4rt: P4RuntimeSettings) -> TlsSettings | None:
             "P4Runtime needs TLS: set p4runtime.tls.ca (and cert/key for mutual TLS), "
             "or p4runtime.plaintext: true to accept an unencrypted channel"
         )
-    log.warning(
-        "P4Runtime to %s is plaintext (p4runtime.plaintext): anyone on the path can "
-        "program the device",
-        p4rt.address,
-    )
     return None
 
 
@@ -71,9 +66,22 @@ class DeviceSession:
         self.pipeline = pipeline
         tls = tls_settings(p4runtime)
         check_tls_files(tls)
+        if tls is None:
+            log.warning(
+                "P4Runtime to %s is plaintext (p4runtime.plaintext): anyone on the path can "
+                "program the device",
+                p4runtime.address,
+            )
         self.client = P4RuntimeClient(
-            p4runtime.address, p4runtime.device_id, p4runtime.election_id, tls
+            p4runtime.address,
+            p4runtime.device_id,
+            p4runtime.election_id,
+            tls,
+            timeout=p4runtime.timeout_seconds,
         )
+        # The failure the last connection attempt met (logged once, not per attempt).
+        self._failing: str = ""
+        self._failures = 0
         self.client.on_lost = on_lost
         self.tls_changed = False
         # Artefacts first: a driver that cannot load them fails before it connects.
@@ -98,16 +106,38 @@ class DeviceSession:
                 sync = SyncEngine(schema, self.client, min(self.settings.batch_size, MAX_BATCH))
                 await sync.load_installed()
                 log.info("read %d installed entries back from the device", len(sync.installed))
+                self._recovered()
                 return sync
             except (P4RuntimeClientError, OSError, TimeoutError) as exc:
                 pause = delay * random.uniform(0.5, 1.0)
-                log.error(
-                    "P4Runtime target %s: %s; retrying in %.1fs", self.client.address, exc, pause
-                )
+                self.failed(exc)
                 metrics.RECONNECTS.inc()
                 await self.client.close()
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, RECONNECT_CAP_SECONDS)
+
+    def failed(self, exc: BaseException) -> None:
+        """Log a failure once per distinct reason; retries of the same one are counted."""
+        reason = str(exc) or type(exc).__name__
+        self._failures += 1
+        if reason != self._failing:
+            self._failing = reason
+            log.error("P4Runtime target %s: %s; retrying", self.client.address, reason)
+        else:
+            log.debug(
+                "P4Runtime target %s: %s (attempt %d)", self.client.address, reason, self._failures
+            )
+
+    def _recovered(self) -> None:
+        if self._failing:
+            log.info(
+                "P4Runtime target %s answers again, after %d failed attempt%s",
+                self.client.address,
+                self._failures,
+                "" if self._failures == 1 else "s",
+            )
+        self._failing = ""
+        self._failures = 0
 
     async def reconnect(self) -> SyncEngine:
         await self.client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter, defaultdict
 from collections.abc import Collection, Hashable, Iterable
 from typing import TypeAlias
 
@@ -40,6 +41,12 @@ class ApplyReport:
     failed: int = 0
     # owner -> reason, for owners with at least one entry not on the device as desired
     errors: dict[Owner, str] = attrs.Factory(dict)
+    # owners with an entry the device refused for lack of room: the caller rolls them back
+    exhausted: set[Owner] = attrs.Factory(set)
+
+
+class Refused(Exception):
+    """An object whose entries do not fit: the message names the table and its capacity."""
 
 
 class SyncEngine:
@@ -65,22 +72,87 @@ class SyncEngine:
         self.unmanaged = pipeline.learned
         # Dependency order: action profile members, then groups, then the tables using them.
         self._rank = {name: i for i, name in enumerate(pipeline.write_order())}
-        self.installed: dict[Key, Entity] = {}
+        self._installed: dict[Key, Entity] = {}
         self._claims: dict[Key, dict[Owner, Entity]] = {}
+        # Room per table: the declared size, lowered to what the device's P4Info says and to
+        # what the device turns out to hold when it answers RESOURCE_EXHAUSTED.
+        self.capacity: dict[str, int] = {}
+        for name in pipeline.write_order():
+            size = schema.size(name)
+            declared = pipeline.capacity(name)
+            self.capacity[name] = min(declared, size) if size else declared
+        # Keys per table that are desired or on the device (both take room).
+        self.occupied: Counter[str] = Counter()
+        self._on_device: Counter[str] = Counter()
         self._owned: dict[Owner, frozenset[Entity]] = {}
         self._dirty: set[Key] = set()
         self._failed_keys: dict[Key, str] = {}
         self._conflicted: set[Key] = set()
+        self._rejected: defaultdict[tuple[str, str], list[str]] = defaultdict(list)
+
+    @property
+    def installed(self) -> dict[Key, Entity]:
+        """What the device holds, as far as we know (read-only: use the engine to change it)."""
+        return self._installed
+
+    @installed.setter
+    def installed(self, entries: dict[Key, Entity]) -> None:
+        self._installed = dict(entries)
+        self._recount()
+
+    def _recount(self) -> None:
+        self.occupied = Counter(key[0] for key in self._claims.keys() | self._installed.keys())
+        self._on_device = Counter(key[0] for key in self._installed)
+
+    def _put(self, key: Key, entry: Entity) -> None:
+        if key not in self._installed:
+            self._on_device[key[0]] += 1
+            if key not in self._claims:
+                self.occupied[key[0]] += 1
+        self._installed[key] = entry
+
+    def _drop(self, key: Key) -> None:
+        if self._installed.pop(key, None) is not None:
+            self._on_device[key[0]] -= 1
+            if key not in self._claims:
+                self.occupied[key[0]] -= 1
 
     async def load_installed(self) -> None:
         """Read the device back; afterwards every installed key is compared at next apply."""
-        self.installed.clear()
+        installed: dict[Key, Entity] = {}
         for pb in await self.client.read_entities():
             entry = self.schema.decode_entity(pb)
             if entry.table not in self.unmanaged:
-                self.installed[entry.key] = entry
-        self._dirty.update(self.installed)
+                installed[entry.key] = entry
+        self.installed = installed
+        self._dirty.update(self._installed)
         self._dirty.update(self._claims)
+
+    def admit(
+        self, owner: Owner, entries: Iterable[Entity], share: float = 0.0, floor: int = 16
+    ) -> None:
+        """Raise Refused unless `owner` may claim `entries` (in place of what it claims now):
+        every table has room for the keys it adds, and with `share` no table would hold more
+        of its entries than that fraction of the table (or `floor`, whichever is more)."""
+        adding: Counter[str] = Counter()
+        mine: Counter[str] = Counter()
+        claims, installed = self._claims, self._installed
+        for entry in entries:
+            key = entry.key
+            mine[key[0]] += 1
+            if key not in claims and key not in installed:
+                adding[key[0]] += 1
+        if share:
+            for table, count in mine.items():
+                limit = max(floor, int(share * self.capacity.get(table, 0)))
+                if count > limit:
+                    raise Refused(
+                        f"{table}: {count:,} entries, more than one endpoint may take ({limit:,})"
+                    )
+        for table, count in adding.items():
+            capacity = self.capacity.get(table, 0)
+            if capacity and self.occupied[table] + count > capacity:
+                raise Refused(f"{table} full ({capacity:,})")
 
     def set_owner(self, owner: Owner, entries: Iterable[Entity]) -> None:
         new = frozenset(entries)
@@ -94,9 +166,16 @@ class SyncEngine:
                 del claims[owner]
                 if not claims:
                     del self._claims[entry.key]
+                    if entry.key not in self._installed:
+                        self.occupied[entry.key[0]] -= 1
                 touched.add(entry.key)
         for entry in new - old:
-            self._claims.setdefault(entry.key, {})[owner] = entry
+            claims = self._claims.get(entry.key)
+            if claims is None:
+                claims = self._claims[entry.key] = {}
+                if entry.key not in self._installed:
+                    self.occupied[entry.key[0]] += 1
+            claims[owner] = entry
             touched.add(entry.key)
         self._dirty |= touched
         for key in touched:
@@ -134,7 +213,7 @@ class SyncEngine:
             if tables is not None and key[0] not in tables:
                 continue
             want = self.desired(key)
-            have = self.installed.get(key)
+            have = self._installed.get(key)
             if want == have:
                 continue
             if want is None:
@@ -191,6 +270,7 @@ class SyncEngine:
                 self._record(op, result, report)
                 if result.code in (rpc_code.ALREADY_EXISTS, rpc_code.NOT_FOUND):
                     stale.add(op.entry.table)
+        self._log_rejected()
         if stale and reconcile:
             log.warning("the device disagrees with our view of %s; re-reading it", sorted(stale))
             await self._reread(stale)
@@ -198,6 +278,7 @@ class SyncEngine:
             report.written += again.written
             report.failed += again.failed
             report.errors = again.errors
+            report.exhausted |= again.exhausted
             return report
         # A key that failed stays dirty so the next apply retries it.
         self._dirty.update(self._failed_keys)
@@ -214,10 +295,10 @@ class SyncEngine:
         else:
             ids = [self.schema.table_id(t) for t in tables]
             fresh = [self.schema.decode(pb) for pb in await self.client.read_table_entries(ids)]
-            for key in [k for k in self.installed if k[0] in tables]:
-                del self.installed[key]
+            for key in [k for k in self._installed if k[0] in tables]:
+                self._drop(key)
             for entry in fresh:
-                self.installed[entry.key] = entry
+                self._put(entry.key, entry)
             self._dirty.update(entry.key for entry in fresh)
             self._dirty.update(k for k in self._claims if k[0] in tables)
         for key in [k for k in self._failed_keys if k[0] in tables]:
@@ -229,14 +310,41 @@ class SyncEngine:
             report.written += 1
             self._failed_keys.pop(key, None)
             if op.type == DELETE:
-                self.installed.pop(key, None)
+                self._drop(key)
             else:
-                self.installed[key] = op.entry
+                self._put(key, op.entry)
             return
         report.failed += 1
+        table = op.entry.table
         reason = f"{_code_name(result.code)}: {result.message}"
-        log.error("P4Runtime rejected %s: %s", op, reason)
+        if result.code == rpc_code.RESOURCE_EXHAUSTED:
+            # The device is smaller than its P4Info says: what it holds now is its size.
+            held = self._on_device[table]
+            if held < self.capacity.get(table, held + 1):
+                log.error(
+                    "%s holds %d entries, fewer than the %d declared; admitting no more",
+                    table,
+                    held,
+                    self.capacity[table],
+                )
+                self.capacity[table] = held
+            reason = f"{table} full ({self.capacity[table]:,})"
+            report.exhausted.update(self._claims.get(key, {}))
+        self._rejected[(table, _code_name(result.code))].append(str(op))
         self._failed_keys[key] = reason
+
+    def _log_rejected(self) -> None:
+        """One line per table and error code, never one per entry."""
+        for (table, code), ops in sorted(self._rejected.items()):
+            log.error(
+                "P4Runtime rejected %d update%s to %s with %s; first: %s",
+                len(ops),
+                "" if len(ops) == 1 else "s",
+                table,
+                code,
+                ops[0],
+            )
+        self._rejected.clear()
 
     def _report_conflicts(self, report: ApplyReport) -> None:
         for key in self._conflicted:

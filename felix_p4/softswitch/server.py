@@ -44,6 +44,7 @@ class EmbeddedTarget:
         device_id: int = 1,
         *,
         initial_defaults_for: Callable[[p4i.P4Info], InitialDefaults] | None = None,
+        table_limits: Mapping[str, int] | None = None,
     ) -> None:
         if device_id <= 0:
             raise ValueError(f"device_id must be positive, not {device_id}")
@@ -57,13 +58,14 @@ class EmbeddedTarget:
         self.write_count = 0
         self.arbitration = Arbitration(device_id)
         self._initial_defaults_for = initial_defaults_for
+        self.table_limits = dict(table_limits or {})
 
     def verify(self, config: p4r.ForwardingPipelineConfig) -> TableStore:
         """Build the table store `config` describes; raise P4RuntimeError if it cannot."""
         defaults = None
         if self._initial_defaults_for is not None:
             defaults = self._initial_defaults_for(config.p4info)
-        return TableStore(config.p4info, initial_defaults=defaults)
+        return TableStore(config.p4info, initial_defaults=defaults, limits=self.table_limits)
 
     def commit(self, config: p4r.ForwardingPipelineConfig, *, reconcile: bool = False) -> None:
         """Install `config` with an empty store, or keep unchanged tables' entries (reconcile).

@@ -98,10 +98,16 @@ class ServerTls:
 
 
 async def start_target(
-    listen: str, device_id: int = 1, tls: ServerTls | None = None
+    listen: str,
+    device_id: int = 1,
+    tls: ServerTls | None = None,
+    table_limits: dict[str, int] | None = None,
 ) -> tuple[grpc.aio.Server, int, EmbeddedTarget]:
-    """Start P4Runtime + felix_p4.Target on `listen`; returns the server and the bound port."""
-    target = EmbeddedTarget(device_id, initial_defaults_for=initial_defaults)
+    """Start P4Runtime + felix_p4.Target on `listen`; returns the server and the bound port.
+    `table_limits` makes tables hold fewer entries than the P4Info says (as some devices do)."""
+    target = EmbeddedTarget(
+        device_id, initial_defaults_for=initial_defaults, table_limits=table_limits
+    )
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     add_p4runtime(server, target)
     add_target_service(server, TargetService(target))

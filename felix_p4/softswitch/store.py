@@ -461,6 +461,7 @@ class TableStore:
         p4info: p4i.P4Info,
         *,
         initial_defaults: Mapping[str, tuple[str, dict[str, int]]] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> None:
         _check_ids_and_names(p4info)
         actions = _compile_actions(p4info)
@@ -468,6 +469,9 @@ class TableStore:
         self._tables_by_name: dict[str, _Table] = {}
         for info in p4info.tables:
             table = _Table(info, actions)
+            if limits and info.preamble.name in limits:
+                # A device that holds fewer entries than its P4Info says (hardware often does).
+                table.size = limits[info.preamble.name]
             self._tables[table.id] = table
             self._tables_by_name[table.name] = table
         self._profiles: dict[int, _Profile] = {}

@@ -141,8 +141,10 @@ class Felix:
 
 
 @asynccontextmanager
-async def embedded_target() -> AsyncIterator[tuple[str, EmbeddedTarget]]:
-    server, port, target = await start_target("127.0.0.1:0")
+async def embedded_target(
+    table_limits: dict[str, int] | None = None,
+) -> AsyncIterator[tuple[str, EmbeddedTarget]]:
+    server, port, target = await start_target("127.0.0.1:0", table_limits=table_limits)
     try:
         yield f"127.0.0.1:{port}", target
     finally:
@@ -151,7 +153,10 @@ async def embedded_target() -> AsyncIterator[tuple[str, EmbeddedTarget]]:
 
 @asynccontextmanager
 async def felix_driver(
-    address: str, tmp_path: Path, settings: dict[str, Any] | None = None
+    address: str,
+    tmp_path: Path,
+    settings: dict[str, Any] | None = None,
+    log: Path | None = None,
 ) -> AsyncIterator[Felix]:
     config = {
         "p4runtime": {"address": address, "plaintext": True},
@@ -167,7 +172,11 @@ async def felix_driver(
     path.write_text(yaml.safe_dump(config))
     # Felix's own environment passes through; FELIX_P4_CONFIG points at our settings.
     env = dict(os.environ, FELIX_P4_CONFIG=str(path), FELIX_FELIXHOSTNAME="node-1")
-    driver = spawn_driver(env=env)
+    if log is None:
+        driver = spawn_driver(env=env)
+    else:
+        with log.open("ab") as stderr:
+            driver = spawn_driver(env=env, stderr=stderr.fileno())
     felix = Felix(driver)
     try:
         yield felix
