@@ -9,7 +9,7 @@ SHIM := build/felix-p4-shim
 KUSTOMIZE_VERSION := v5.8.2
 KUSTOMIZE := build/tools/kustomize-$(KUSTOMIZE_VERSION)
 
-.PHONY: all demo test lint typecheck pytest proto p4info bench fuzz clean shim dist kustomize \
+.PHONY: all demo test lint typecheck pytest proto pipeline p4info bench fuzz clean shim dist kustomize \
 	swx swx-dpdk-check swx-if-dpdk
 
 all: test
@@ -69,38 +69,20 @@ kustomize: $(KUSTOMIZE)
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. calico_proto/felixbackend.proto
 
-# Recompile the P4 program with p4c's DPDK backend and refresh the checked-in P4Info.
-# Needs p4c-dpdk (p4lang/p4c, release 1.2.4.8 was used): make p4info P4C_DPDK=/path/to/p4c-dpdk
+# Recompile the P4 program with p4c's DPDK back end and refresh every checked-in artefact: the
+# P4Info, the P4-DPDK spec, the context JSON and the BF-RT/TDI JSON (IPDK's pipeline builder
+# needs the last three). Needs p4c-dpdk from p4lang/p4c (release 1.2.4.8 was used):
+#   make pipeline P4C_DPDK=/path/to/p4c-dpdk
+# Copy propagation into table keys is off: it would undo the scratch-header keys the program
+# lays out for P4-DPDK (pipeline/README.md, "Fitting P4-DPDK"). Tests check the artefacts
+# without p4c (tests/unit/test_pipeline_artefacts.py).
 P4C_DPDK ?= p4c-dpdk
-p4info:
-	mkdir -p build/pipeline
-	$(P4C_DPDK) --arch pna --p4runtime-files pipeline/felix_pna.p4info.txtpb \
-		-o build/pipeline/felix_pna.spec pipeline/felix_pna.p4
-
-# P4-DPDK engine (felix_p4/swx, see its README): the C helper library, and DPDK's internal SWX
-# headers that generated pipeline C includes (from Debian's source package; never committed).
-SWX_LIB := build/swx/libfelix_swx.so
-SWX_HEADERS := build/dpdk-internal/VERSION
-DPDK_PC := $(shell pkg-config --variable=pcfiledir libdpdk 2>/dev/null)/libdpdk.pc
-
-swx: swx-dpdk-check $(SWX_LIB) $(SWX_HEADERS)
-
-swx-dpdk-check:
-	@pkg-config --exists libdpdk || { echo "DPDK is not installed:" \
-		"run felix_p4/swx/install-dpdk.sh as root" >&2; exit 1; }
-
-$(SWX_LIB): felix_p4/swx/felix_swx.c $(DPDK_PC)
-	@mkdir -p $(@D)
-	$(CC) -O2 -g -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -DALLOW_EXPERIMENTAL_API \
-		$$(pkg-config --cflags libdpdk) -o $@ $< $$(pkg-config --libs libdpdk)
-
-$(SWX_HEADERS): felix_p4/swx/fetch-dpdk-headers.sh $(DPDK_PC)
-	bash $< $(@D)
-
-# `make test` builds the engine where DPDK is installed; elsewhere its tests skip and say why.
-swx-if-dpdk:
-	@if pkg-config --exists libdpdk 2>/dev/null; then $(MAKE) --no-print-directory swx; \
-	else echo "DPDK is not installed: the SWX engine tests will skip"; fi
+P4C_FLAGS := --arch pna --excludeMidendPasses P4::LocalCopyPropagation
+pipeline:
+	$(P4C_DPDK) $(P4C_FLAGS) --p4runtime-files pipeline/felix_pna.p4info.txtpb \
+		--context pipeline/felix_pna.context.json --bf-rt-schema pipeline/felix_pna.bfrt.json \
+		-o pipeline/felix_pna.spec pipeline/felix_pna.p4
+p4info: pipeline
 
 # Coverage-guided fuzzing of the Felix input path (atheris); not part of make test.
 FUZZ_RUNS ?= 200000

@@ -1,6 +1,6 @@
 // PNA wrapper (P4-DPDK, IPU): binds the shared parser and controls to the PNA_NIC package,
-// holds the PNA-only parts (services, conntrack learning) and turns the verdict into PNA
-// externs.
+// holds the PNA-only parts (services, conntrack learning), orders the stages, and turns the
+// verdict into PNA externs.
 #include <core.p4>
 #include <pna.p4>
 
@@ -33,13 +33,9 @@ control MainControlImpl(inout headers_t hdr, inout metadata_t meta,
     FelixPort() port;
     FelixSummary() summary;
     FelixServices() services;
-    FelixRewrite() dnat;
-    FelixRewrite() reply_src;
-    FelixRewrite() reply_dst;
-    FelixSummary() translated;
     FelixRouting() routing;
     FelixPolicy() policy;
-    FelixRewrite() hairpin_snat;
+    FelixRewrite() rewrite;
 
     @id(0x01000030) @name(".ct_established")
     action ct_established() {
@@ -50,7 +46,7 @@ control MainControlImpl(inout headers_t hdr, inout metadata_t meta,
     action ct_learn() {
         if (meta.policy_allowed == 1) {
             add_entry(action_name = "ct_established", action_params = {},
-                      expire_time_profile_id = (ExpireTimeProfileId_t)meta.ct_timeout);
+                      expire_time_profile_id = (ExpireTimeProfileId_t)meta.profile);
         }
     }
 
@@ -58,63 +54,132 @@ control MainControlImpl(inout headers_t hdr, inout metadata_t meta,
     @id(0x02000040) @name(".conntrack")
     table conntrack {
         key = {
-            meta.ip_version : exact @id(1) @name("ip_version");
-            meta.l4_proto   : exact @id(2) @name("proto");
-            meta.ct_a_hi    : exact @id(3) @name("a_hi");
-            meta.ct_a_lo    : exact @id(4) @name("a_lo");
-            meta.ct_a_port  : exact @id(5) @name("a_port");
-            meta.ct_b_hi    : exact @id(6) @name("b_hi");
-            meta.ct_b_lo    : exact @id(7) @name("b_lo");
-            meta.ct_b_port  : exact @id(8) @name("b_port");
+            hdr.flow_key.ip_version : exact @id(1) @name("ip_version");
+            hdr.flow_key.proto      : exact @id(2) @name("proto");
+            hdr.flow_key.a_hi       : exact @id(3) @name("a_hi");
+            hdr.flow_key.a_lo       : exact @id(4) @name("a_lo");
+            hdr.flow_key.a_port     : exact @id(5) @name("a_port");
+            hdr.flow_key.b_hi       : exact @id(6) @name("b_hi");
+            hdr.flow_key.b_lo       : exact @id(7) @name("b_lo");
+            hdr.flow_key.b_port     : exact @id(8) @name("b_port");
         }
         actions = { ct_established; @defaultonly ct_learn; }
         add_on_miss = true;
         idle_timeout_with_auto_delete = true;
         const default_action = ct_learn;
-        size = 1048576;
+        size = 262144;
     }
 
     apply {
+        hdr.flow.setValid();
+        hdr.flow_key.setValid();
+        hdr.port_key.setValid();
+        hdr.addr_key.setValid();
+        hdr.rule_key.setValid();
+        hdr.affinity_key.setValid();
+        hdr.nat.setValid();
         meta.in_port = (bit<32>)istd.input_port;
+        meta.rewrite_src = 0;
+        meta.rewrite_dst = 0;
         port.apply(hdr, meta);
-        if (meta.drop == 0 && (hdr.ipv4.isValid() || hdr.ipv6.isValid())) {
+        if (meta.drop == 0 && meta.answered == 0 && (hdr.ipv4.isValid() || hdr.ipv6.isValid())) {
             summary.apply(hdr, meta);
             services.apply(hdr, meta);
-            bit<64> received_src_hi = meta.src_addr_hi;
-            bit<64> received_src_lo = meta.src_addr_lo;
-            bit<16> received_src_port = meta.src_port;
+        }
+        if (meta.drop == 0 && meta.answered == 0 && (hdr.ipv4.isValid() || hdr.ipv6.isValid())) {
             if (meta.is_service == 1) {
-                dnat.apply(hdr, 0, meta.nat_addr_hi, meta.nat_addr_lo, meta.nat_port);
+                meta.rewrite_dst = 1;
+                if (meta.hairpin == 1) {
+                    // A pod reaching itself must not see its own address as the source.
+                    meta.rewrite_src = 1;
+                    hdr.nat.src_hi = hdr.nat.hairpin_hi;
+                    hdr.nat.src_lo = hdr.nat.hairpin_lo;
+                    hdr.nat.src_port = hdr.flow.src_port;
+                }
             } else if (meta.reply_nat == 1) {
-                reply_src.apply(hdr, 1, meta.nat_addr_hi, meta.nat_addr_lo, meta.nat_port);
-                reply_dst.apply(hdr, 0, meta.rev_dst_addr_hi, meta.rev_dst_addr_lo,
-                                meta.rev_dst_port);
+                meta.rewrite_src = 1;
+                if (meta.hairpin == 1) {
+                    // Back to the pod that reached itself: the reply's own source.
+                    meta.rewrite_dst = 1;
+                    hdr.nat.dst_hi = hdr.flow.src_hi;
+                    hdr.nat.dst_lo = hdr.flow.src_lo;
+                    hdr.nat.dst_port = hdr.flow.dst_port;
+                }
             }
-            translated.apply(hdr, meta);
-            meta.ct_view_src_hi = meta.src_addr_hi;
-            meta.ct_view_src_lo = meta.src_addr_lo;
-            meta.ct_view_src_port = meta.src_port;
-            meta.ct_view_dst_hi = meta.dst_addr_hi;
-            meta.ct_view_dst_lo = meta.dst_addr_lo;
-            meta.ct_view_dst_port = meta.dst_port;
+            if (meta.rewrite_dst == 1) {
+                hdr.flow.dst_hi = hdr.nat.dst_hi;
+                hdr.flow.dst_lo = hdr.nat.dst_lo;
+                hdr.flow.dst_port = hdr.nat.dst_port;
+            }
+            // Conntrack sees the flow between its source as received and its destination
+            // after translation (a request: client -> backend; its reply: backend ->
+            // client), with the lower end first so both directions share one entry.
+            meta.src_first = 1;
+            if (hdr.flow.src_hi > hdr.flow.dst_hi) {
+                meta.src_first = 0;
+            } else if (hdr.flow.src_hi == hdr.flow.dst_hi) {
+                if (hdr.flow.src_lo > hdr.flow.dst_lo) {
+                    meta.src_first = 0;
+                } else if (hdr.flow.src_lo == hdr.flow.dst_lo) {
+                    if (hdr.flow.src_port > hdr.flow.dst_port) {
+                        meta.src_first = 0;
+                    }
+                }
+            }
+            hdr.flow_key.ip_version = hdr.flow.ip_version;
+            hdr.flow_key.proto = hdr.flow.proto;
+            if (meta.src_first == 1) {
+                hdr.flow_key.a_hi = hdr.flow.src_hi;
+                hdr.flow_key.a_lo = hdr.flow.src_lo;
+                hdr.flow_key.a_port = hdr.flow.src_port;
+                hdr.flow_key.b_hi = hdr.flow.dst_hi;
+                hdr.flow_key.b_lo = hdr.flow.dst_lo;
+                hdr.flow_key.b_port = hdr.flow.dst_port;
+            } else {
+                hdr.flow_key.a_hi = hdr.flow.dst_hi;
+                hdr.flow_key.a_lo = hdr.flow.dst_lo;
+                hdr.flow_key.a_port = hdr.flow.dst_port;
+                hdr.flow_key.b_hi = hdr.flow.src_hi;
+                hdr.flow_key.b_lo = hdr.flow.src_lo;
+                hdr.flow_key.b_port = hdr.flow.src_port;
+            }
             if (meta.reply_nat == 1) {
-                meta.ct_view_src_hi = received_src_hi;
-                meta.ct_view_src_lo = received_src_lo;
-                meta.ct_view_src_port = received_src_port;
+                // Policy sees a reply as coming from the service.
+                hdr.flow.src_hi = hdr.nat.src_hi;
+                hdr.flow.src_lo = hdr.nat.src_lo;
+                hdr.flow.src_port = hdr.nat.src_port;
             }
-            if (meta.drop == 0) {
-                routing.apply(hdr, meta);
+            // IPv4 addresses for the 32-bit keys and the rewrite: the packet's, or the
+            // translation's (one narrowing cast each, here only).
+            hdr.nat.src4 = (bit<32>)hdr.nat.src_lo;
+            hdr.nat.dst4 = (bit<32>)hdr.nat.dst_lo;
+            hdr.addr_key.src4 = hdr.nat.src4;
+            hdr.addr_key.dst4 = hdr.nat.dst4;
+            if (hdr.ipv4.isValid()) {
+                if (meta.reply_nat == 0) {
+                    hdr.addr_key.src4 = hdr.ipv4.src_addr;
+                }
+                if (meta.rewrite_dst == 0) {
+                    hdr.addr_key.dst4 = hdr.ipv4.dst_addr;
+                }
             }
+            hdr.addr_key.src_hi = hdr.flow.src_hi;
+            hdr.addr_key.src_lo = hdr.flow.src_lo;
+            hdr.addr_key.dst_hi = hdr.flow.dst_hi;
+            hdr.addr_key.dst_lo = hdr.flow.dst_lo;
+            routing.apply(hdr, meta);
             if (meta.drop == 0) {
                 policy.apply(hdr, meta);
+                meta.policy_allowed = 0;
+                if (meta.egress_ok == 1 && meta.ingress_ok == 1) {
+                    meta.policy_allowed = 1;
+                }
                 if (!conntrack.apply().hit && meta.policy_allowed == 0) {
                     meta.drop = 1;
                 }
             }
-            if (meta.drop == 0 && meta.is_service == 1 && meta.hairpin == 1) {
-                // A pod reaching itself: it must not see its own address as the source.
-                hairpin_snat.apply(hdr, 1, meta.hairpin_addr_hi, meta.hairpin_addr_lo,
-                                   received_src_port);
+            if (meta.drop == 0) {
+                rewrite.apply(hdr, meta);
             }
         }
         // The output port was chosen by the action that routed the packet (SEND_TO_PORT).

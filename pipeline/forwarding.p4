@@ -1,6 +1,6 @@
 // Architecture-neutral forwarding: port classification, ARP responder, source check
-// (anti-spoofing), the L3/L4 summary later stages match on, and routing with MAC rewrite
-// and TTL / hop-limit decrement. Ids are explicit so the P4Info is a stable contract.
+// (anti-spoofing), the flow summary the later stages key on, and routing with MAC rewrite and
+// TTL / hop-limit decrement. Ids are explicit so the P4Info is a stable contract.
 #ifndef FELIX_P4_FORWARDING_P4
 #define FELIX_P4_FORWARDING_P4
 
@@ -29,7 +29,6 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
         meta.port_kind = PORT_KIND_WORKLOAD;
         meta.gateway_mac = gateway_mac;
         meta.egress_program = egress_program;
-        meta.egress_port = port;
         SEND_TO_PORT(port);
     }
 
@@ -59,8 +58,8 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
     @id(0x02000002) @name(".source_check_v4")
     table source_check_v4 {
         key = {
-            meta.in_port      : exact @id(1) @name("port");
-            hdr.ipv4.src_addr : lpm   @id(2) @name("src");
+            hdr.addr_key.port : exact @id(1) @name("port");
+            hdr.addr_key.src4 : lpm   @id(2) @name("src");
         }
         actions = {
             allow_source;
@@ -75,9 +74,9 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
     @id(0x02000003) @name(".source_check_v6")
     table source_check_v6 {
         key = {
-            meta.in_port         : exact   @id(1) @name("port");
-            hdr.ipv6.src_addr_hi : ternary @id(2) @name("src_hi");
-            hdr.ipv6.src_addr_lo : ternary @id(3) @name("src_lo");
+            hdr.addr_key.port   : exact   @id(1) @name("port");
+            hdr.addr_key.src_hi : ternary @id(2) @name("src_hi");
+            hdr.addr_key.src_lo : ternary @id(3) @name("src_lo");
         }
         actions = {
             allow_source;
@@ -88,7 +87,8 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
     }
 
     // Calico workloads ARP for their gateway and expect the host side to answer for any
-    // address with its own MAC (proxy ARP); the reply goes back out of the asking port.
+    // address with its own MAC (proxy ARP); the reply goes back out of the asking port (the
+    // port workload_port sent the packet to).
     @id(0x01000008) @name(".arp_reply")
     action arp_reply() {
         hdr.ethernet.dst_addr = hdr.ethernet.src_addr;
@@ -101,9 +101,60 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
         hdr.arp.spa = target;
     }
 
+    // IPv6's ARP: a workload's neighbour solicitation (for its default gateway,
+    // fe80::ecee:eeff:feee:eeee, or any other address) is answered with the gateway MAC, from
+    // the target address, back to the asking port. The ICMPv6 checksum is updated for what
+    // changes: the addresses, the type, the flags and the option.
+    InternetChecksum() nd_checksum;
+
+    @id(0x0100000a) @name(".nd_advert")
+    action nd_advert() {
+        nd_checksum.clear();
+        nd_checksum.subtract(hdr.icmp.checksum);
+        nd_checksum.subtract(hdr.ipv6.src_addr_hi);
+        nd_checksum.subtract(hdr.ipv6.src_addr_lo);
+        nd_checksum.subtract(hdr.ipv6.dst_addr_hi);
+        nd_checksum.subtract(hdr.ipv6.dst_addr_lo);
+        nd_checksum.subtract(hdr.icmp.icmp_type);
+        nd_checksum.subtract(hdr.nd.flags);
+        hdr.ipv6.dst_addr_hi = hdr.ipv6.src_addr_hi;
+        hdr.ipv6.dst_addr_lo = hdr.ipv6.src_addr_lo;
+        hdr.ipv6.src_addr_hi = hdr.nd.target_hi;
+        hdr.ipv6.src_addr_lo = hdr.nd.target_lo;
+        hdr.ipv6.hop_limit = 255;
+        hdr.icmp.icmp_type = ICMP6_NEIGHBOR_ADVERT;
+        hdr.nd.flags = ND_ADVERT_FLAGS;
+        nd_checksum.add(hdr.ipv6.src_addr_hi);
+        nd_checksum.add(hdr.ipv6.src_addr_lo);
+        nd_checksum.add(hdr.ipv6.dst_addr_hi);
+        nd_checksum.add(hdr.ipv6.dst_addr_lo);
+        nd_checksum.add(hdr.icmp.icmp_type);
+        nd_checksum.add(hdr.nd.flags);
+        hdr.ethernet.dst_addr = hdr.ethernet.src_addr;
+        hdr.ethernet.src_addr = meta.gateway_mac;
+    }
+
+    // With a link-layer option: the solicitation's source option becomes the advertisement's
+    // target option, carrying the gateway MAC.
+    InternetChecksum() option_checksum;
+
+    @id(0x0100000b) @name(".nd_option_target")
+    action nd_option_target() {
+        option_checksum.clear();
+        option_checksum.subtract(hdr.icmp.checksum);
+        option_checksum.subtract(hdr.nd_option.type);
+        option_checksum.subtract(hdr.nd_option.mac);
+        hdr.nd_option.type = ND_OPTION_TARGET_LL;
+        hdr.nd_option.mac = meta.gateway_mac;
+        option_checksum.add(hdr.nd_option.type);
+        option_checksum.add(hdr.nd_option.mac);
+        hdr.icmp.checksum = option_checksum.get();
+    }
+
     apply {
         meta.drop = 0;
-        meta.egress_port = 0;
+        meta.answered = 0;
+        meta.port_kind = PORT_KIND_UNKNOWN;
         meta.egress_program = 0;
         meta.ingress_program = 0;
         port_classify.apply();
@@ -114,15 +165,40 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
             if (meta.port_kind == PORT_KIND_WORKLOAD && hdr.arp.htype == ARP_HTYPE_ETHERNET
                     && hdr.arp.ptype == ETHERTYPE_IPV4 && hdr.arp.oper == ARP_OPER_REQUEST) {
                 arp_reply();
+                meta.answered = 1;
             } else {
                 drop();
             }
         } else if (hdr.ipv4.isValid()) {
             if (meta.port_kind == PORT_KIND_WORKLOAD) {
+                hdr.addr_key.port = meta.in_port;
+                hdr.addr_key.src4 = hdr.ipv4.src_addr;
                 source_check_v4.apply();
             }
         } else if (hdr.ipv6.isValid()) {
+            if (meta.port_kind == PORT_KIND_WORKLOAD && hdr.nd.isValid()) {
+                // A solicitation from the unspecified address is duplicate address detection:
+                // answering it would make the pod give up its own address.
+                if (hdr.ipv6.src_addr_hi == 0 && hdr.ipv6.src_addr_lo == 0) {
+                    drop();
+                } else {
+                    nd_advert();
+                    hdr.icmp.checksum = nd_checksum.get();
+                    if (hdr.nd_option.isValid()) {
+                        if (hdr.nd_option.type == ND_OPTION_SOURCE_LL) {
+                            nd_option_target();
+                        } else {
+                            drop();
+                        }
+                    }
+                    meta.answered = 1;
+                }
+                return;
+            }
             if (meta.port_kind == PORT_KIND_WORKLOAD) {
+                hdr.addr_key.port = meta.in_port;
+                hdr.addr_key.src_hi = hdr.ipv6.src_addr_hi;
+                hdr.addr_key.src_lo = hdr.ipv6.src_addr_lo;
                 source_check_v6.apply();
             }
         } else {
@@ -131,46 +207,59 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
     }
 }
 
-// The L3/L4 summary services, policy and conntrack match on.
-control FelixSummary(in headers_t hdr, inout metadata_t meta) {
+// The flow the later stages match on, as received, and its expiry profile.
+control FelixSummary(inout headers_t hdr, inout metadata_t meta) {
     apply {
-        meta.src_port = 0;
-        meta.dst_port = 0;
-        meta.icmp_type = 0;
-        meta.icmp_code = 0;
+        hdr.flow.src_port = 0;
+        hdr.flow.dst_port = 0;
+        hdr.rule_key.icmp_type = 0;
+        hdr.rule_key.icmp_code = 0;
+        meta.l4 = 0;
         if (hdr.ipv4.isValid()) {
-            meta.ip_version = 4;
-            meta.l4_proto = hdr.ipv4.protocol;
-            meta.src_addr_hi = 0;
-            meta.src_addr_lo = (bit<64>)hdr.ipv4.src_addr;
-            meta.dst_addr_hi = 0;
-            meta.dst_addr_lo = (bit<64>)hdr.ipv4.dst_addr;
+            hdr.flow.ip_version = 4;
+            hdr.flow.proto = hdr.ipv4.protocol;
+            hdr.flow.src_hi = 0;
+            hdr.flow.src_lo = (bit<64>)hdr.ipv4.src_addr;
+            hdr.flow.dst_hi = 0;
+            hdr.flow.dst_lo = (bit<64>)hdr.ipv4.dst_addr;
         } else {
-            meta.ip_version = 6;
-            meta.l4_proto = hdr.ipv6.next_hdr;
-            meta.src_addr_hi = hdr.ipv6.src_addr_hi;
-            meta.src_addr_lo = hdr.ipv6.src_addr_lo;
-            meta.dst_addr_hi = hdr.ipv6.dst_addr_hi;
-            meta.dst_addr_lo = hdr.ipv6.dst_addr_lo;
+            hdr.flow.ip_version = 6;
+            hdr.flow.proto = hdr.ipv6.next_hdr;
+            hdr.flow.src_hi = hdr.ipv6.src_addr_hi;
+            hdr.flow.src_lo = hdr.ipv6.src_addr_lo;
+            hdr.flow.dst_hi = hdr.ipv6.dst_addr_hi;
+            hdr.flow.dst_lo = hdr.ipv6.dst_addr_lo;
         }
         if (hdr.tcp.isValid()) {
-            meta.src_port = hdr.tcp.src_port;
-            meta.dst_port = hdr.tcp.dst_port;
+            meta.l4 = 1;
+            hdr.flow.src_port = hdr.tcp.src_port;
+            hdr.flow.dst_port = hdr.tcp.dst_port;
         } else if (hdr.udp.isValid()) {
-            meta.src_port = hdr.udp.src_port;
-            meta.dst_port = hdr.udp.dst_port;
+            meta.l4 = 1;
+            hdr.flow.src_port = hdr.udp.src_port;
+            hdr.flow.dst_port = hdr.udp.dst_port;
         } else if (hdr.sctp.isValid()) {
-            meta.src_port = hdr.sctp.src_port;
-            meta.dst_port = hdr.sctp.dst_port;
+            meta.l4 = 1;
+            hdr.flow.src_port = hdr.sctp.src_port;
+            hdr.flow.dst_port = hdr.sctp.dst_port;
         }
         if (hdr.icmp.isValid()) {
-            meta.icmp_type = hdr.icmp.icmp_type;
-            meta.icmp_code = hdr.icmp.icmp_code;
+            hdr.rule_key.icmp_type = hdr.icmp.icmp_type;
+            hdr.rule_key.icmp_code = hdr.icmp.icmp_code;
+        }
+        // Learned state (conntrack, service pins and reverse translations) expires by the
+        // protocol's profile, as the kernel's conntrack does.
+        if (hdr.flow.proto == IP_PROTO_TCP) {
+            meta.profile = PROFILE_TCP;
+        } else if (hdr.flow.proto == IP_PROTO_UDP) {
+            meta.profile = PROFILE_UDP;
+        } else {
+            meta.profile = PROFILE_OTHER;
         }
     }
 }
 
-// Routing on the (possibly translated) destination.
+// Routing on the (possibly translated) destination, which FelixAddresses put in addr_key.
 control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
 
     @id(0x01000007) @name(".no_route")
@@ -183,7 +272,6 @@ control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
     @id(0x01000005) @name(".to_workload")
     action to_workload(@id(1) bit<32> port, @id(2) bit<48> dmac, @id(3) bit<48> smac,
                        @id(4) bit<16> ingress_program) {
-        meta.egress_port = port;
         SEND_TO_PORT(port);
         hdr.ethernet.dst_addr = dmac;
         hdr.ethernet.src_addr = smac;
@@ -193,14 +281,13 @@ control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
     // Hand to the host (its stack routes off-node traffic and answers for itself).
     @id(0x01000006) @name(".to_host")
     action to_host(@id(1) bit<32> port) {
-        meta.egress_port = port;
         SEND_TO_PORT(port);
     }
 
     @id(0x02000004) @name(".routes_v4")
     table routes_v4 {
         key = {
-            hdr.ipv4.dst_addr : lpm @id(1) @name("dst");
+            hdr.addr_key.dst4 : lpm @id(1) @name("dst");
         }
         actions = {
             to_workload;
@@ -214,8 +301,8 @@ control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
     @id(0x02000005) @name(".routes_v6")
     table routes_v6 {
         key = {
-            hdr.ipv6.dst_addr_hi : ternary @id(1) @name("dst_hi");
-            hdr.ipv6.dst_addr_lo : ternary @id(2) @name("dst_lo");
+            hdr.addr_key.dst_hi : ternary @id(1) @name("dst_hi");
+            hdr.addr_key.dst_lo : ternary @id(2) @name("dst_lo");
         }
         actions = {
             to_workload;
@@ -226,17 +313,18 @@ control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
         size = 65536;
     }
 
-    // RFC 1624 incremental checksum update for the TTL decrement (the TTL shares a
-    // 16-bit word with the protocol field); correct with IPv4 options present too.
+    // The TTL shares a 16-bit word with the protocol: the checksum update (RFC 1624) takes
+    // the old TTL out and the new one in, the extern doing the one's complement arithmetic.
+    InternetChecksum() ttl_checksum;
+
     @id(0x01000009) @name(".decrement_ttl_v4")
     action decrement_ttl_v4() {
-        bit<16> old_word = hdr.ipv4.ttl ++ hdr.ipv4.protocol;
+        ttl_checksum.clear();
+        ttl_checksum.subtract(hdr.ipv4.hdr_checksum);
+        ttl_checksum.subtract(hdr.ipv4.ttl);
         hdr.ipv4.ttl = hdr.ipv4.ttl - 1;
-        bit<16> new_word = hdr.ipv4.ttl ++ hdr.ipv4.protocol;
-        bit<32> sum = (bit<32>)(~hdr.ipv4.hdr_checksum) + (bit<32>)(~old_word) + (bit<32>)new_word;
-        sum = (sum & 0xffff) + (sum >> 16);
-        sum = (sum & 0xffff) + (sum >> 16);
-        hdr.ipv4.hdr_checksum = ~(sum[15:0]);
+        ttl_checksum.add(hdr.ipv4.ttl);
+        hdr.ipv4.hdr_checksum = ttl_checksum.get();
     }
 
     apply {
@@ -251,7 +339,7 @@ control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
                     }
                 }
             }
-        } else if (hdr.ipv6.isValid()) {
+        } else {
             switch (routes_v6.apply().action_run) {
                 to_workload: {
                     if (hdr.ipv6.hop_limit <= 1) {

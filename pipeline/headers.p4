@@ -1,4 +1,11 @@
-// Packet headers and per-packet metadata shared by every architecture wrapper.
+// Packet headers, the scratch headers the stages key on, and the per-packet metadata.
+//
+// P4-DPDK (DPDK's SWX pipeline) addresses a field as (struct, byte offset) with the offset in
+// 8 bits: no field of any struct may start past byte 255, compiler temporaries included, and a
+// table's key must lie in one struct. So the metadata holds only small control state, and
+// what the stages key on lives in scratch headers that are never emitted, laid out so each
+// table's key is contiguous in one of them (no key copies into the metadata). Checksum
+// updates read their operands from headers (network byte order, as SWX's ckadd/cksub need).
 #ifndef FELIX_P4_HEADERS_P4
 #define FELIX_P4_HEADERS_P4
 
@@ -11,9 +18,9 @@ const bit<16> ARP_OPER_REQUEST   = 1;
 const bit<16> ARP_OPER_REPLY     = 2;
 
 // What port_classify learned about the ingress port.
-const bit<2> PORT_KIND_UNKNOWN  = 0;
-const bit<2> PORT_KIND_WORKLOAD = 1;
-const bit<2> PORT_KIND_HOST     = 2;
+const bit<8> PORT_KIND_UNKNOWN  = 0;
+const bit<8> PORT_KIND_WORKLOAD = 1;
+const bit<8> PORT_KIND_HOST     = 2;
 
 header ethernet_t {
     bit<48> dst_addr;
@@ -97,15 +104,129 @@ header icmp_t {
     bit<16> checksum;
 }
 
+// ICMPv6 neighbour solicitation / advertisement after the ICMP header: flags (NA: router,
+// solicited, override) and reserved bits, then the target address.
+header nd_t {
+    bit<32> flags;
+    bit<64> target_hi;
+    bit<64> target_lo;
+}
+
+// The link-layer address option of an NS (source, type 1) or NA (target, type 2).
+header nd_option_t {
+    bit<8>  type;
+    bit<8>  length;  // in units of 8 bytes: 1 for Ethernet
+    bit<48> mac;
+}
+
+// --- scratch headers (set valid by the control, never emitted) ----------------------------
+
+// The flow as the stages see it: after DNAT for requests, after the reply translation for
+// replies. Addresses in 64-bit halves, IPv4 in the low half. The field order makes it the key
+// of the flow-keyed learners (service_flows, service_replies, conntrack) when filled in their
+// key order.
+header flow_t {
+    bit<8>  ip_version;
+    bit<8>  proto;
+    bit<64> src_hi;
+    bit<64> src_lo;
+    bit<16> src_port;
+    bit<64> dst_hi;
+    bit<64> dst_lo;
+    bit<16> dst_port;
+}
+
+// Key of a flow-keyed learner, filled from flow_t (or reversed, or ordered) before a lookup.
+header flow_key_t {
+    bit<8>  ip_version;
+    bit<8>  proto;
+    bit<64> a_hi;
+    bit<64> a_lo;
+    bit<16> a_port;
+    bit<64> b_hi;
+    bit<64> b_lo;
+    bit<16> b_port;
+}
+
+// Key of services and of the named-port set tables: (version, address, protocol, port).
+header port_key_t {
+    bit<8>  ip_version;
+    bit<64> addr_hi;
+    bit<64> addr_lo;
+    bit<8>  proto;
+    bit<16> port;
+}
+
+// Key of the source check (port, then the source in the family's form) and of the routes and
+// IP-set classification tables (an address in the family's form).
+header addr_key_t {
+    bit<32> port;
+    bit<32> src4;
+    bit<64> src_hi;
+    bit<64> src_lo;
+    bit<32> dst4;
+    bit<64> dst_hi;
+    bit<64> dst_lo;
+}
+
+// Key of the policy stages: the program, then what its rules match on.
+header rule_key_t {
+    bit<16> program;
+    bit<8>  ip_version;
+    bit<8>  proto;
+    bit<64> src_sets_hi;
+    bit<64> src_sets_lo;
+    bit<64> dst_sets_hi;
+    bit<64> dst_sets_lo;
+    bit<16> src_port;
+    bit<16> dst_port;
+    bit<8>  icmp_type;
+    bit<8>  icmp_code;
+}
+
+// Key of service_affinity: (version, client, service).
+header affinity_key_t {
+    bit<8>  ip_version;
+    bit<64> client_hi;
+    bit<64> client_lo;
+    bit<32> service;
+}
+
+// What the final rewrite writes into the packet (network byte order: the checksum updates read
+// these fields): the new source when meta.rewrite_src, the new destination when
+// meta.rewrite_dst (IPv4 in the low halves and in src4/dst4), and the hairpin source a
+// service hit carries.
+header nat_t {
+    bit<64> src_hi;
+    bit<64> src_lo;
+    bit<16> src_port;
+    bit<64> dst_hi;
+    bit<64> dst_lo;
+    bit<16> dst_port;
+    bit<64> hairpin_hi;
+    bit<64> hairpin_lo;
+    bit<32> src4;
+    bit<32> dst4;
+}
+
 struct headers_t {
-    ethernet_t ethernet;
-    arp_t      arp;
-    ipv4_t     ipv4;
-    ipv6_t     ipv6;
-    tcp_t      tcp;
-    udp_t      udp;
-    sctp_t     sctp;
-    icmp_t     icmp;
+    ethernet_t     ethernet;
+    arp_t          arp;
+    ipv4_t         ipv4;
+    ipv6_t         ipv6;
+    tcp_t          tcp;
+    udp_t          udp;
+    sctp_t         sctp;
+    icmp_t         icmp;
+    nd_t           nd;
+    nd_option_t    nd_option;
+    flow_t         flow;
+    flow_key_t     flow_key;
+    port_key_t     port_key;
+    addr_key_t     addr_key;
+    rule_key_t     rule_key;
+    affinity_key_t affinity_key;
+    nat_t          nat;
 }
 
 const bit<8> IP_PROTO_ICMP   = 1;
@@ -115,84 +236,54 @@ const bit<8> IP_PROTO_ICMPV6 = 58;
 const bit<8> IP_PROTO_SCTP   = 132;
 const bit<8> IP_PROTO_UDPLITE = 136;
 
+const bit<8> ICMP6_NEIGHBOR_SOLICIT = 135;
+const bit<8> ICMP6_NEIGHBOR_ADVERT  = 136;
+const bit<8> ND_OPTION_SOURCE_LL    = 1;
+const bit<8> ND_OPTION_TARGET_LL    = 2;
+// Router, solicited and override: the gateway answering for itself.
+const bit<32> ND_ADVERT_FLAGS = 0xe0000000;
+
 // Policy verdict of one direction.
-const bit<2> VERDICT_NONE  = 0;
-const bit<2> VERDICT_ALLOW = 1;
-const bit<2> VERDICT_DENY  = 2;
+const bit<8> VERDICT_NONE  = 0;
+const bit<8> VERDICT_ALLOW = 1;
+const bit<8> VERDICT_DENY  = 2;
 
-// IP-set membership bitmaps: one bit per set a rule uses, per direction, in two 64-bit
-// words (128 sets per direction).
-// Conntrack expiry profiles (seconds are a target setting; see pipeline/README.md).
-const bit<8> CT_PROFILE_TCP   = 1;
-const bit<8> CT_PROFILE_UDP   = 2;
-const bit<8> CT_PROFILE_OTHER = 3;
+// Expiry profiles of learned entries: indexes into P4-DPDK's learner timeouts, whose seconds
+// the target sets (p4c-dpdk's defaults: 10, 30, 60, 120, 300, 43200, 120, 120; the embedded
+// target sets profile 6 to the affinity timeout). felix_p4/pipeline declares the same table.
+const bit<8> PROFILE_OTHER    = 1;  // 30 s
+const bit<8> PROFILE_UDP      = 3;  // 120 s
+const bit<8> PROFILE_TCP      = 5;  // 43200 s
+const bit<8> PROFILE_AFFINITY = 6;  // Kubernetes' ClientIP timeout, 10800 s by default
 
-// Architecture wrappers fill in_port before the shared controls run and act on drop after
-// them. Every 128-bit quantity is split into _hi and _lo halves (P4-DPDK works on at most
-// 64 bits); IPv4 addresses sit in the _lo half with _hi zero.
+// Control state only (see the top of this file). The hash comes first: SWX's hash
+// instruction needs its destination within the first 32 bytes of the metadata.
 struct metadata_t {
+    bit<16> hash;
     bit<32> in_port;
-    bit<2>  port_kind;
+    bit<8>  port_kind;
+    bit<8>  drop;
+    bit<8>  answered;       // an ARP or neighbour solicitation answered: back out, no more
     bit<48> gateway_mac;
-    bit<1>  drop;
-    bit<32> egress_port;
-    // L3/L4 summary.
-    bit<8>  ip_version;
-    bit<8>  l4_proto;
-    bit<64> src_addr_hi;
-    bit<64> src_addr_lo;
-    bit<64> dst_addr_hi;
-    bit<64> dst_addr_lo;
-    bit<16> src_port;
-    bit<16> dst_port;
-    bit<8>  icmp_type;
-    bit<8>  icmp_code;
-    // IP-set classification.
-    bit<64> src_sets_hi;
-    bit<64> src_sets_lo;
-    bit<64> dst_sets_hi;
-    bit<64> dst_sets_lo;
-    // Services: the front end hit, the backend chosen, and what replies translate back.
-    bit<1>  is_service;
-    bit<32> service_group;
-    bit<32> service_id;
-    bit<32> affinity_seconds;
-    bit<64> nat_addr_hi;
-    bit<64> nat_addr_lo;
-    bit<16> nat_port;
-    bit<1>  hairpin;
-    bit<64> hairpin_addr_hi;
-    bit<64> hairpin_addr_lo;
-    bit<1>  reply_nat;
-    bit<1>  learn_reverse;
-    bit<64> rev_src_addr_hi;
-    bit<64> rev_src_addr_lo;
-    bit<16> rev_src_port;
-    bit<64> rev_dst_addr_hi;
-    bit<64> rev_dst_addr_lo;
-    bit<16> rev_dst_port;
-    // Policy programs of the sending and the receiving local workload (0: none).
     bit<16> egress_program;
     bit<16> ingress_program;
-    bit<16> policy_program;
-    bit<2>  verdict;
-    bit<1>  policy_allowed;
-    // The flow as conntrack sees it: after DNAT for requests, before translation back (but
-    // with the client restored) for replies, so both directions share one entry.
-    bit<64> ct_view_src_hi;
-    bit<64> ct_view_src_lo;
-    bit<16> ct_view_src_port;
-    bit<64> ct_view_dst_hi;
-    bit<64> ct_view_dst_lo;
-    bit<16> ct_view_dst_port;
-    // Direction-independent connection key: end "a" is the lower (address, port).
-    bit<64> ct_a_hi;
-    bit<64> ct_a_lo;
-    bit<16> ct_a_port;
-    bit<64> ct_b_hi;
-    bit<64> ct_b_lo;
-    bit<16> ct_b_port;
-    bit<8>  ct_timeout;
+    bit<8>  verdict;
+    bit<8>  egress_ok;
+    bit<8>  ingress_ok;
+    bit<8>  l4;             // the packet has a parsed TCP/UDP/SCTP header
+    // Services: the front end hit, its backends, and what replies translate back.
+    bit<8>  is_service;
+    bit<8>  reply_nat;
+    bit<8>  hairpin;
+    bit<8>  rewrite_src;
+    bit<8>  rewrite_dst;
+    bit<8>  policy_allowed;
+    bit<8>  src_first;      // the flow's source is the lower end of its conntrack key
+    bit<8>  affinity;
+    bit<8>  profile;
+    bit<32> service_group;
+    bit<16> bucket;
+    bit<16> bucket_mask;
 }
 
 #endif

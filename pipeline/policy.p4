@@ -1,6 +1,6 @@
 // Architecture-neutral Calico policy: IP-set classification (each address classified once
 // into a membership bitmap), then per direction a fixed number of stages whose
-// ternary/range rule tables match those bitmaps. Entries grow with set members plus rules;
+// ternary rule tables match those bitmaps. Entries grow with set members plus rules;
 // endpoints with the same tiers and profiles share one program id.
 #ifndef FELIX_P4_POLICY_P4
 #define FELIX_P4_POLICY_P4
@@ -15,22 +15,23 @@
 #define POLICY_STAGES 7
 
 // One stage: first match by priority within (program); a program that does not use the
-// stage misses and leaves the verdict alone.
+// stage misses and leaves the verdict alone. Port, protocol and ICMP criteria are ternary:
+// P4-DPDK has no range match, so the control plane writes a range as the prefixes covering it.
 #define RULE_TABLE(NAME, P4INFO_NAME, TABLE_ID)                                            \
     @id(TABLE_ID) @name(P4INFO_NAME)                                                      \
     table NAME##_table {                                                                  \
         key = {                                                                           \
-            meta.policy_program : exact   @id(1)  @name("program");                       \
-            meta.ip_version     : ternary @id(2)  @name("ip_version");                    \
-            meta.l4_proto       : range   @id(3)  @name("proto");                         \
-            meta.src_sets_hi    : ternary @id(4)  @name("src_sets_hi");                   \
-            meta.src_sets_lo    : ternary @id(5)  @name("src_sets_lo");                   \
-            meta.dst_sets_hi    : ternary @id(6)  @name("dst_sets_hi");                   \
-            meta.dst_sets_lo    : ternary @id(7)  @name("dst_sets_lo");                   \
-            meta.src_port       : range   @id(8)  @name("src_port");                      \
-            meta.dst_port       : range   @id(9)  @name("dst_port");                      \
-            meta.icmp_type      : range   @id(10) @name("icmp_type");                     \
-            meta.icmp_code      : range   @id(11) @name("icmp_code");                     \
+            hdr.rule_key.program     : exact   @id(1)  @name("program");                  \
+            hdr.rule_key.ip_version  : ternary @id(2)  @name("ip_version");               \
+            hdr.rule_key.proto       : ternary @id(3)  @name("proto");                    \
+            hdr.rule_key.src_sets_hi : ternary @id(4)  @name("src_sets_hi");              \
+            hdr.rule_key.src_sets_lo : ternary @id(5)  @name("src_sets_lo");              \
+            hdr.rule_key.dst_sets_hi : ternary @id(6)  @name("dst_sets_hi");              \
+            hdr.rule_key.dst_sets_lo : ternary @id(7)  @name("dst_sets_lo");              \
+            hdr.rule_key.src_port    : ternary @id(8)  @name("src_port");                 \
+            hdr.rule_key.dst_port    : ternary @id(9)  @name("dst_port");                 \
+            hdr.rule_key.icmp_type   : ternary @id(10) @name("icmp_type");                \
+            hdr.rule_key.icmp_code   : ternary @id(11) @name("icmp_code");                \
         }                                                                                 \
         actions = { rule_allow; rule_deny; rule_pass; @defaultonly no_verdict; }          \
         const default_action = no_verdict;                                                \
@@ -43,26 +44,26 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
 
     @id(0x01000010) @name(".set_src_sets")
     action set_src_sets(@id(1) bit<64> sets_hi, @id(2) bit<64> sets_lo) {
-        meta.src_sets_hi = sets_hi;
-        meta.src_sets_lo = sets_lo;
+        hdr.rule_key.src_sets_hi = sets_hi;
+        hdr.rule_key.src_sets_lo = sets_lo;
     }
 
     @id(0x01000011) @name(".set_dst_sets")
     action set_dst_sets(@id(1) bit<64> sets_hi, @id(2) bit<64> sets_lo) {
-        meta.dst_sets_hi = sets_hi;
-        meta.dst_sets_lo = sets_lo;
+        hdr.rule_key.dst_sets_hi = sets_hi;
+        hdr.rule_key.dst_sets_lo = sets_lo;
     }
 
     @id(0x01000012) @name(".add_src_sets")
     action add_src_sets(@id(1) bit<64> sets_hi, @id(2) bit<64> sets_lo) {
-        meta.src_sets_hi = meta.src_sets_hi | sets_hi;
-        meta.src_sets_lo = meta.src_sets_lo | sets_lo;
+        hdr.rule_key.src_sets_hi = hdr.rule_key.src_sets_hi | sets_hi;
+        hdr.rule_key.src_sets_lo = hdr.rule_key.src_sets_lo | sets_lo;
     }
 
     @id(0x01000013) @name(".add_dst_sets")
     action add_dst_sets(@id(1) bit<64> sets_hi, @id(2) bit<64> sets_lo) {
-        meta.dst_sets_hi = meta.dst_sets_hi | sets_hi;
-        meta.dst_sets_lo = meta.dst_sets_lo | sets_lo;
+        hdr.rule_key.dst_sets_hi = hdr.rule_key.dst_sets_hi | sets_hi;
+        hdr.rule_key.dst_sets_lo = hdr.rule_key.dst_sets_lo | sets_lo;
     }
 
     @id(0x01000014) @name(".no_sets")
@@ -73,7 +74,7 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
     // set with a member covering that prefix (so the longest match carries them all).
     @id(0x02000010) @name(".ipset_src_v4")
     table ipset_src_v4 {
-        key = { hdr.ipv4.src_addr : lpm @id(1) @name("addr"); }
+        key = { hdr.addr_key.src4 : lpm @id(1) @name("addr"); }
         actions = { set_src_sets; @defaultonly no_sets; }
         const default_action = no_sets;
         size = 262144;
@@ -81,7 +82,7 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
 
     @id(0x02000011) @name(".ipset_dst_v4")
     table ipset_dst_v4 {
-        key = { hdr.ipv4.dst_addr : lpm @id(1) @name("addr"); }
+        key = { hdr.addr_key.dst4 : lpm @id(1) @name("addr"); }
         actions = { set_dst_sets; @defaultonly no_sets; }
         const default_action = no_sets;
         size = 262144;
@@ -91,8 +92,8 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
     @id(0x02000012) @name(".ipset_src_v6")
     table ipset_src_v6 {
         key = {
-            hdr.ipv6.src_addr_hi : ternary @id(1) @name("addr_hi");
-            hdr.ipv6.src_addr_lo : ternary @id(2) @name("addr_lo");
+            hdr.addr_key.src_hi : ternary @id(1) @name("addr_hi");
+            hdr.addr_key.src_lo : ternary @id(2) @name("addr_lo");
         }
         actions = { set_src_sets; @defaultonly no_sets; }
         const default_action = no_sets;
@@ -102,8 +103,8 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
     @id(0x02000013) @name(".ipset_dst_v6")
     table ipset_dst_v6 {
         key = {
-            hdr.ipv6.dst_addr_hi : ternary @id(1) @name("addr_hi");
-            hdr.ipv6.dst_addr_lo : ternary @id(2) @name("addr_lo");
+            hdr.addr_key.dst_hi : ternary @id(1) @name("addr_hi");
+            hdr.addr_key.dst_lo : ternary @id(2) @name("addr_lo");
         }
         actions = { set_dst_sets; @defaultonly no_sets; }
         const default_action = no_sets;
@@ -114,11 +115,11 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
     @id(0x02000014) @name(".portset_src")
     table portset_src {
         key = {
-            meta.ip_version  : exact @id(1) @name("ip_version");
-            meta.src_addr_hi : exact @id(2) @name("addr_hi");
-            meta.src_addr_lo : exact @id(3) @name("addr_lo");
-            meta.l4_proto    : exact @id(4) @name("proto");
-            meta.src_port    : exact @id(5) @name("port");
+            hdr.port_key.ip_version : exact @id(1) @name("ip_version");
+            hdr.port_key.addr_hi    : exact @id(2) @name("addr_hi");
+            hdr.port_key.addr_lo    : exact @id(3) @name("addr_lo");
+            hdr.port_key.proto      : exact @id(4) @name("proto");
+            hdr.port_key.port       : exact @id(5) @name("port");
         }
         actions = { add_src_sets; @defaultonly no_sets; }
         const default_action = no_sets;
@@ -128,11 +129,11 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
     @id(0x02000015) @name(".portset_dst")
     table portset_dst {
         key = {
-            meta.ip_version  : exact @id(1) @name("ip_version");
-            meta.dst_addr_hi : exact @id(2) @name("addr_hi");
-            meta.dst_addr_lo : exact @id(3) @name("addr_lo");
-            meta.l4_proto    : exact @id(4) @name("proto");
-            meta.dst_port    : exact @id(5) @name("port");
+            hdr.port_key.ip_version : exact @id(1) @name("ip_version");
+            hdr.port_key.addr_hi    : exact @id(2) @name("addr_hi");
+            hdr.port_key.addr_lo    : exact @id(3) @name("addr_lo");
+            hdr.port_key.proto      : exact @id(4) @name("proto");
+            hdr.port_key.port       : exact @id(5) @name("port");
         }
         actions = { add_dst_sets; @defaultonly no_sets; }
         const default_action = no_sets;
@@ -175,10 +176,11 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
     RULE_TABLE(ingress_stage_6, ".ingress_stage_6", 0x02000036)
 
     apply {
-        meta.src_sets_hi = 0;
-        meta.src_sets_lo = 0;
-        meta.dst_sets_hi = 0;
-        meta.dst_sets_lo = 0;
+        // The flow's addresses (after any translation) are in addr_key and flow.
+        hdr.rule_key.src_sets_hi = 0;
+        hdr.rule_key.src_sets_lo = 0;
+        hdr.rule_key.dst_sets_hi = 0;
+        hdr.rule_key.dst_sets_lo = 0;
         if (hdr.ipv4.isValid()) {
             ipset_src_v4.apply();
             ipset_dst_v4.apply();
@@ -186,14 +188,26 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
             ipset_src_v6.apply();
             ipset_dst_v6.apply();
         }
+        hdr.port_key.ip_version = hdr.flow.ip_version;
+        hdr.port_key.proto = hdr.flow.proto;
+        hdr.port_key.addr_hi = hdr.flow.src_hi;
+        hdr.port_key.addr_lo = hdr.flow.src_lo;
+        hdr.port_key.port = hdr.flow.src_port;
         portset_src.apply();
+        hdr.port_key.addr_hi = hdr.flow.dst_hi;
+        hdr.port_key.addr_lo = hdr.flow.dst_lo;
+        hdr.port_key.port = hdr.flow.dst_port;
         portset_dst.apply();
 
+        hdr.rule_key.ip_version = hdr.flow.ip_version;
+        hdr.rule_key.proto = hdr.flow.proto;
+        hdr.rule_key.src_port = hdr.flow.src_port;
+        hdr.rule_key.dst_port = hdr.flow.dst_port;
         // A direction with no local workload has no program and allows; a workload's
         // program that gives no verdict after its last stage denies (fail closed).
-        bit<1> egress_ok = 1;
+        meta.egress_ok = 1;
         if (meta.egress_program != 0) {
-            meta.policy_program = meta.egress_program;
+            hdr.rule_key.program = meta.egress_program;
             meta.verdict = VERDICT_NONE;
             STAGE(egress_stage_0)
             STAGE(egress_stage_1)
@@ -203,12 +217,12 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
             STAGE(egress_stage_5)
             STAGE(egress_stage_6)
             if (meta.verdict != VERDICT_ALLOW) {
-                egress_ok = 0;
+                meta.egress_ok = 0;
             }
         }
-        bit<1> ingress_ok = 1;
+        meta.ingress_ok = 1;
         if (meta.ingress_program != 0) {
-            meta.policy_program = meta.ingress_program;
+            hdr.rule_key.program = meta.ingress_program;
             meta.verdict = VERDICT_NONE;
             STAGE(ingress_stage_0)
             STAGE(ingress_stage_1)
@@ -218,39 +232,8 @@ control FelixPolicy(inout headers_t hdr, inout metadata_t meta) {
             STAGE(ingress_stage_5)
             STAGE(ingress_stage_6)
             if (meta.verdict != VERDICT_ALLOW) {
-                ingress_ok = 0;
+                meta.ingress_ok = 0;
             }
-        }
-        meta.policy_allowed = egress_ok & ingress_ok;
-
-        // Conntrack key: the (address, port) ends of the conntrack view ordered so both
-        // directions of a flow share one entry.
-        bool src_first = meta.ct_view_src_hi < meta.ct_view_dst_hi
-            || (meta.ct_view_src_hi == meta.ct_view_dst_hi
-                && (meta.ct_view_src_lo < meta.ct_view_dst_lo
-                    || (meta.ct_view_src_lo == meta.ct_view_dst_lo
-                        && meta.ct_view_src_port <= meta.ct_view_dst_port)));
-        if (src_first) {
-            meta.ct_a_hi = meta.ct_view_src_hi;
-            meta.ct_a_lo = meta.ct_view_src_lo;
-            meta.ct_a_port = meta.ct_view_src_port;
-            meta.ct_b_hi = meta.ct_view_dst_hi;
-            meta.ct_b_lo = meta.ct_view_dst_lo;
-            meta.ct_b_port = meta.ct_view_dst_port;
-        } else {
-            meta.ct_a_hi = meta.ct_view_dst_hi;
-            meta.ct_a_lo = meta.ct_view_dst_lo;
-            meta.ct_a_port = meta.ct_view_dst_port;
-            meta.ct_b_hi = meta.ct_view_src_hi;
-            meta.ct_b_lo = meta.ct_view_src_lo;
-            meta.ct_b_port = meta.ct_view_src_port;
-        }
-        if (meta.l4_proto == IP_PROTO_TCP) {
-            meta.ct_timeout = CT_PROFILE_TCP;
-        } else if (meta.l4_proto == IP_PROTO_UDP) {
-            meta.ct_timeout = CT_PROFILE_UDP;
-        } else {
-            meta.ct_timeout = CT_PROFILE_OTHER;
         }
     }
 }
