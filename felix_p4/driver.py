@@ -89,6 +89,7 @@ class Driver:
             ),
             hairpin=self.hairpin,
             services_enabled=self.service_source is not None,
+            affinity_seconds=self.settings.services.affinity_seconds,
         )
         dataplane.recover()
         self.dataplane = dataplane

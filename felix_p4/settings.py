@@ -117,6 +117,9 @@ class ServicesSettings:
     # Source address a pod sees when it reached itself through a service.
     hairpin_v4: str = "169.254.1.1"
     hairpin_v6: str = "fd00:a9fe:101::1"
+    # The ClientIP affinity timeout the target's affinity expiry profile is set to: P4-DPDK
+    # has one timeout per profile, so Services asking for another are warned about.
+    affinity_seconds: int = attrs.field(default=10800, validator=_positive)
 
 
 @attrs.frozen(slots=True)

@@ -37,8 +37,10 @@ control MainControlImpl(inout headers_t hdr, inout metadata_t meta,
     FelixPolicy() policy;
     FelixRewrite() rewrite;
 
+    // A hit keeps the flow alive: its expiry restarts (P4-DPDK's rearm).
     @id(0x01000030) @name(".ct_established")
     action ct_established() {
+        restart_expire_timer();
     }
 
     // Learn a flow only when policy allowed it: a denied flow leaves no state behind.

@@ -1,6 +1,7 @@
 // Parser and deparser: Ethernet, then ARP, IPv4 or IPv6, then TCP, UDP (and UDP-Lite), SCTP or
-// ICMP/ICMPv6 (and a neighbour solicitation's target and link-layer option). IPv4 options are not parsed (the source check and routing only need the fixed
-// header; options ride in the payload).
+// ICMP/ICMPv6 (and a neighbour solicitation's target and link-layer option). IPv4 options are
+// not parsed (the source check and routing only need the fixed header; options ride in the
+// payload).
 //
 // An L4 header is extracted only when the IP header says it is there: a first fragment without
 // options whose total length (IPv4) or payload length (IPv6) covers it. P4-DPDK's extract does

@@ -98,6 +98,7 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
 
     @id(0x01000044) @name(".affine")
     action affine(@id(1) bit<64> addr_hi, @id(2) bit<64> addr_lo, @id(3) bit<16> port) {
+        restart_expire_timer();
         hdr.nat.dst_hi = addr_hi;
         hdr.nat.dst_lo = addr_lo;
         hdr.nat.dst_port = port;
@@ -130,6 +131,7 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
 
     @id(0x01000046) @name(".pinned")
     action pinned(@id(1) bit<64> addr_hi, @id(2) bit<64> addr_lo, @id(3) bit<16> port) {
+        restart_expire_timer();
         hdr.nat.dst_hi = addr_hi;
         hdr.nat.dst_lo = addr_lo;
         hdr.nat.dst_port = port;
@@ -170,6 +172,7 @@ control FelixServices(inout headers_t hdr, inout metadata_t meta) {
     @id(0x01000048) @name(".un_nat")
     action un_nat(@id(1) bit<64> service_hi, @id(2) bit<64> service_lo,
                   @id(3) bit<16> service_port, @id(4) bit<8> hairpin) {
+        restart_expire_timer();
         if (meta.is_service == 0) {
             meta.reply_nat = 1;
             meta.hairpin = hairpin;

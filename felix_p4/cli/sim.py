@@ -68,24 +68,41 @@ def _endpoint_macs(messages: list[fb.ToDataplane]) -> dict[str, str]:
     return macs
 
 
-def _matches(expected: Any, actual: Any) -> bool:
+def _matches(
+    expected: Any, actual: Any, path: tuple[str, ...], results: dict[str, dict[str, Any]]
+) -> bool:
+    """`expected` against `actual` (at `path` in a result): `{one_of: [...]}` takes any of
+    those values, `{same_as: NAME}` what the earlier packet NAME got at the same path."""
+    if isinstance(expected, dict) and set(expected) == {"one_of"}:
+        return any(_matches(option, actual, path, results) for option in expected["one_of"])
+    if isinstance(expected, dict) and set(expected) == {"same_as"}:
+        earlier: Any = results.get(str(expected["same_as"]))
+        for key in path:
+            earlier = earlier.get(key) if isinstance(earlier, dict) else None
+        return earlier is not None and bool(actual == earlier)
     if isinstance(expected, dict):
         return isinstance(actual, dict) and all(
-            _matches(v, actual.get(k)) for k, v in expected.items()
+            _matches(v, actual.get(k), (*path, k), results) for k, v in expected.items()
         )
     if isinstance(expected, str) and isinstance(actual, str):
         return expected.lower() == actual.lower()
     return bool(expected == actual)
 
 
-def check_expect(expect: dict[str, Any], result: dict[str, Any]) -> list[str]:
+def check_expect(
+    expect: dict[str, Any],
+    result: dict[str, Any],
+    results: dict[str, dict[str, Any]] | None = None,
+) -> list[str]:
+    """Why `result` does not meet `expect` (empty when it does); `results` holds the earlier
+    packets' results by name, for `same_as`."""
     failures = []
     for key, want in expect.items():
         got = result.get(key)
         if key == "reason":
             if str(want).lower() not in str(got).lower():
                 failures.append(f"reason {got!r} does not contain {want!r}")
-        elif not _matches(want, got):
+        elif not _matches(want, got, (key,), results or {}):
             failures.append(f"{key}: expected {want!r}, got {got!r}")
     return failures
 
@@ -231,6 +248,7 @@ async def _send_packets(
         number = static.get(name) if name in static else await target.port_of(name)
         port_names[int(number)] = name
     results = []
+    by_name: dict[str, dict[str, Any]] = {}
     failed = 0
     for i, item in enumerate(scenario.get("packets") or []):
         name = item.get("name", f"packet-{i}")
@@ -251,7 +269,8 @@ async def _send_packets(
         except grpc.aio.AioRpcError as exc:
             raise ScenarioError(f"packet {name}: {exc.details()}") from exc
         result["name"] = name
-        failures = check_expect(item["expect"], result) if "expect" in item else None
+        failures = check_expect(item["expect"], result, by_name) if "expect" in item else None
+        by_name[name] = result
         if failures:
             failed += 1
         results.append(result)

@@ -11,6 +11,7 @@ a changed policy yields a new program that endpoints move to once it is fully in
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Hashable, Iterable, Mapping
 
@@ -29,7 +30,7 @@ from felix_p4.model.policy import (
 )
 from felix_p4.model.values import IPNetwork, parse_net
 from felix_p4.pipeline import POLICY_STAGES, RULE_ACTIONS, SET_SETS, STAGES
-from felix_p4.pipeline.entries import Exact, Match, Range, TableEntry, Ternary
+from felix_p4.pipeline.entries import Exact, Match, TableEntry, Ternary
 from felix_p4.pipeline.fields import ternary128
 
 DIRECTIONS = ("egress", "ingress")
@@ -192,8 +193,26 @@ def _side_alternatives(
     return [_Side(ones, zeros, r, False) for r in _subtract(everything, not_ports)]
 
 
-def _range(lo: int, hi: int, width: int) -> Range | None:
-    return None if (lo, hi) == (0, (1 << width) - 1) else Range(lo, hi)
+# The rule key's fields a rule matches as ranges, in the order _prefixes expands them.
+_RANGED = ("proto", "src_port", "dst_port", "icmp_type", "icmp_code")
+
+
+def _prefixes(lo: int, hi: int, width: int) -> list[Ternary | None]:
+    """The ternary value/masks that together match exactly lo..hi (None: everything).
+
+    P4-DPDK has no range match: a range is written as the fewest aligned power-of-two blocks
+    covering it (a 16-bit range takes at most 30)."""
+    full = (1 << width) - 1
+    if (lo, hi) == (0, full):
+        return [None]
+    out: list[Ternary | None] = []
+    while lo <= hi:
+        size = lo & -lo if lo else 1 << width  # the largest block aligned at lo
+        while size > hi - lo + 1:
+            size >>= 1
+        out.append(Ternary(lo, full ^ (size - 1)))
+        lo += size
+    return out
 
 
 class RuleExpander:
@@ -274,19 +293,26 @@ class RuleExpander:
                     alt_protos = (
                         protos & set(PORT_PROTOS) if src.needs_ports or dst.needs_ports else protos
                     )
+                    sets = {
+                        **ternary128("src_sets", src.ones, src.ones | src.zeros),
+                        **ternary128("dst_sets", dst.ones, dst.ones | dst.zeros),
+                    }
+                    if version:
+                        sets["ip_version"] = Ternary(version, 0xFF)
                     for plo, phi in _ranges(alt_protos):
                         for (tlo, thi), (clo, chi) in _icmp_rects(rule.icmp, rule.not_icmp):
-                            match: dict[str, Match | None] = {
-                                "ip_version": Ternary(version, 0xFF) if version else None,
-                                "proto": _range(plo, phi, 8),
-                                **ternary128("src_sets", src.ones, src.ones | src.zeros),
-                                **ternary128("dst_sets", dst.ones, dst.ones | dst.zeros),
-                                "src_port": _range(*src.ports, 16),
-                                "dst_port": _range(*dst.ports, 16),
-                                "icmp_type": _range(tlo, thi, 8),
-                                "icmp_code": _range(clo, chi, 8),
-                            }
-                            out.append({k: v for k, v in match.items() if v is not None})
+                            for fields in itertools.product(
+                                _prefixes(plo, phi, 8),
+                                _prefixes(*src.ports, 16),
+                                _prefixes(*dst.ports, 16),
+                                _prefixes(tlo, thi, 8),
+                                _prefixes(clo, chi, 8),
+                            ):
+                                match: dict[str, Match] = dict(sets)
+                                for name, value in zip(_RANGED, fields, strict=True):
+                                    if value is not None:
+                                        match[name] = value
+                                out.append(match)
         assert width > 0
         return out
 
@@ -411,8 +437,15 @@ class PolicyCompiler:
         for index, block in enumerate(spec.blocks):
             table = self.stage_table(spec.direction, index)
             expanded: list[tuple[str, str, dict[str, Match]]] = []
+            seen: set[tuple[tuple[str, Match], ...]] = set()
             for where, rule in block.rules:
                 for match in expander.expand(rule, refs):
+                    # A later entry matching exactly what an earlier one does can never be
+                    # hit (first match wins): leave it out.
+                    identity = tuple(sorted(match.items()))
+                    if identity in seen:
+                        continue
+                    seen.add(identity)
                     expanded.append((where, rule.action, match))
             priority = len(expanded) + 2
             for where, action, match in expanded:

@@ -1,14 +1,17 @@
-"""Services: front-end entries, action-selector members (backends) and groups (a service
-port's backends) for each Service, as kube-proxy would program it.
+"""Services: front-end entries and bucket entries (a service port's backends spread over a
+power-of-two number of buckets, which the flow's hash picks from) for each Service, as
+kube-proxy would program it.
 
-Scale-up and scale-down change a group's member list and add or remove only the changed
-members; a member (address, port) is shared by every group that uses it.
+Buckets are spread evenly (counts differ by at most one, the extra ones to the first backends
+in address order) and with the fewest moves when backends change: a scale-up or scale-down
+rewrites only the buckets that must change hands.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -16,26 +19,58 @@ import attrs
 from felix_p4.model.policy import IPAddress
 from felix_p4.model.services import EndpointSlice, Service, ServiceKey, ServicePort, backends
 from felix_p4.pipeline import (
+    MAX_BUCKETS,
     SERVICE_BACKENDS,
     SERVICE_REJECT,
-    SERVICE_SELECTOR,
     SET_BACKEND,
     TO_SERVICE,
 )
 from felix_p4.pipeline import SERVICES as SERVICES_TABLE
-from felix_p4.pipeline.entries import (
-    ActionProfileGroup,
-    ActionProfileMember,
-    Entity,
-    Exact,
-    TableEntry,
-)
+from felix_p4.pipeline.entries import Entity, Exact, TableEntry
 from felix_p4.pipeline.fields import exact128, params128
 
 SERVICES = SERVICES_TABLE.name
 BACKENDS = SERVICE_BACKENDS.name
-SELECTOR = SERVICE_SELECTOR.name
 NO_HAIRPIN = {4: ipaddress.ip_address("169.254.1.1"), 6: ipaddress.ip_address("fe80::1")}
+# Buckets per backend aimed for: more spreads load more evenly, fewer takes fewer entries.
+BUCKETS_PER_BACKEND = 4
+
+Backend = tuple[int, int]  # (address as an integer, target port)
+
+
+class TooManyBackends(ValueError):
+    """A service port with more backends than it can have buckets."""
+
+
+def bucket_count(backend_count: int) -> int:
+    """The power of two at least BUCKETS_PER_BACKEND x the backends, at most MAX_BUCKETS."""
+    wanted = max(1, BUCKETS_PER_BACKEND * backend_count)
+    return min(MAX_BUCKETS, 1 << (wanted - 1).bit_length())
+
+
+def spread(previous: Sequence[Backend | None], chosen: Sequence[Backend]) -> list[Backend]:
+    """Each bucket's backend: every backend gets len // n or one more bucket (the first ones
+    in order get the extra), keeping as many flows as possible where `previous` sent them
+    (also when the bucket count changes)."""
+    size = bucket_count(len(chosen))
+    if len(chosen) > size:
+        raise TooManyBackends(f"{len(chosen)} backends, more than the {size} buckets")
+    base, extra = divmod(size, len(chosen))
+    quota = {b: base + (1 if i < extra else 0) for i, b in enumerate(chosen)}
+    # A bucket is the flow hash's low bits, so when the count doubles or halves, bucket i
+    # keeps the flows that old bucket i (mod the old count) had: start from those backends.
+    slots: list[Backend | None] = (
+        [previous[i % len(previous)] for i in range(size)] if previous else [None] * size
+    )
+    held: Counter[Backend] = Counter()
+    for i, b in enumerate(slots):
+        if b is None or b not in quota or held[b] >= quota[b]:
+            slots[i] = None
+        else:
+            held[b] += 1
+    wanting = [b for b in chosen for _ in range(quota[b] - held[b])]
+    it = iter(wanting)
+    return [b if b is not None else next(it) for b in slots]
 
 
 @attrs.frozen(slots=True)
@@ -88,8 +123,9 @@ def _scope_key(service: ServiceKey, port: ServicePort, family: int, scope: str) 
 class ServiceCompiler:
     def __init__(self) -> None:
         self.groups = _Ids()
-        self.members = _Ids()
         self.services = _Ids()
+        # Each group's buckets as last compiled (or read back), so changes move few of them.
+        self.buckets: dict[str, list[Backend | None]] = {}
         self._used: dict[ServiceKey, set[tuple[str, object]]] = {}
         # How many services use each id key; keys that dropped to zero wait in _unused
         # until the apply that removes their entities is done.
@@ -97,55 +133,76 @@ class ServiceCompiler:
         self._unused: set[tuple[str, object]] = set()
 
     def recover(self, installed: Iterable[Entity]) -> None:
-        """Adopt member, group and service ids from what the device holds."""
-        for entity in installed:
-            if isinstance(entity, ActionProfileMember) and entity.profile == SELECTOR:
-                params = dict(entity.params)
-                addr = (params.get("addr_hi", 0) << 64) | params.get("addr_lo", 0)
-                self.members.adopt((addr, params.get("port")), entity.member_id)
-            elif isinstance(entity, TableEntry) and entity.table == SERVICES and entity.metadata:
-                try:
-                    info = json.loads(entity.metadata)
-                except ValueError:
-                    continue
-                if "group_key" in info:
-                    self.groups.adopt(info["group_key"], int(info["group"]))
-                if "service" in info:
-                    self.services.adopt(info["service"], int(info["service_id"]))
+        """Adopt group and service ids, and bucket contents, from what the device holds."""
+        entries = [e for e in installed if isinstance(e, TableEntry)]
+        group_keys: dict[int, str] = {}
+        for entry in entries:
+            if entry.table != SERVICES or not entry.metadata:
+                continue
+            try:
+                info = json.loads(entry.metadata)
+            except ValueError:
+                continue
+            if "group_key" in info:
+                self.groups.adopt(info["group_key"], int(info["group"]))
+                group_keys[int(info["group"])] = info["group_key"]
+            if "service" in info:
+                self.services.adopt(info["service"], int(info["service_id"]))
+        found: dict[str, dict[int, Backend]] = {}
+        for entry in entries:
+            if entry.table != BACKENDS:
+                continue
+            match = dict(entry.match)
+            group, bucket = match.get("group"), match.get("bucket")
+            key = group_keys.get(group.value) if isinstance(group, Exact) else None
+            if key is None or not isinstance(bucket, Exact):
+                continue
+            params = dict(entry.params)
+            addr = (params.get("addr_hi", 0) << 64) | params.get("addr_lo", 0)
+            found.setdefault(key, {})[bucket.value] = (addr, params.get("port", 0))
+        for key, slots in found.items():
+            size = max(slots) + 1
+            self.buckets[key] = [slots.get(i) for i in range(size)]
 
     def compile(
         self, service: Service, slices: Sequence[EndpointSlice], node: NodeContext
     ) -> list[Entity]:
-        """Every entity one Service needs; releases ids it no longer uses."""
+        """Every entity one Service needs; releases ids it no longer uses. Raises
+        TooManyBackends for a port with more backends than it can have buckets."""
         used: set[tuple[str, object]] = set()
         entities: dict[object, Entity] = {}
         service_id = self.services.get(str(service.key))
         used.add(("service", str(service.key)))
         if service.type == "ExternalName":
+            self._set_used(service.key, used)
             return []
-        for port in service.ports:
-            for family in (4, 6):
-                internal = self._group(
-                    service, port, slices, family, node, service.internal_local, used, entities
-                )
-                external = self._group(
-                    service, port, slices, family, node, service.external_local, used, entities
-                )
-                fronts: list[tuple[IPAddress, int, tuple[str, int] | None]] = [
-                    (ip, port.port, internal) for ip in service.cluster_ips
-                ]
-                fronts += [
-                    (ip, port.port, external)
-                    for ip in (*service.external_ips, *service.load_balancer_ips)
-                ]
-                if service.type in ("NodePort", "LoadBalancer") and port.node_port:
-                    fronts += [(ip, port.node_port, external) for ip in node.addresses]
-                for addr, front_port, group in fronts:
-                    if addr.version != family:
-                        continue
-                    entry = self._front(service, port, addr, front_port, group, service_id, node)
-                    entities[entry.key] = entry
-        self._set_used(service.key, used)
+        try:
+            for port in service.ports:
+                for family in (4, 6):
+                    internal = self._group(
+                        service, port, slices, family, node, service.internal_local, used, entities
+                    )
+                    external = self._group(
+                        service, port, slices, family, node, service.external_local, used, entities
+                    )
+                    fronts: list[tuple[IPAddress, int, tuple[str, int, int] | None]] = [
+                        (ip, port.port, internal) for ip in service.cluster_ips
+                    ]
+                    fronts += [
+                        (ip, port.port, external)
+                        for ip in (*service.external_ips, *service.load_balancer_ips)
+                    ]
+                    if service.type in ("NodePort", "LoadBalancer") and port.node_port:
+                        fronts += [(ip, port.node_port, external) for ip in node.addresses]
+                    for addr, front_port, group in fronts:
+                        if addr.version != family:
+                            continue
+                        entry = self._front(
+                            service, port, addr, front_port, group, service_id, node
+                        )
+                        entities[entry.key] = entry
+        finally:
+            self._set_used(service.key, used)
         return list(entities.values())
 
     def _group(
@@ -158,8 +215,8 @@ class ServiceCompiler:
         local: bool,
         used: set[tuple[str, object]],
         entities: dict[object, Entity],
-    ) -> tuple[str, int] | None:
-        """(group key, group id) of the backends for this port, or None when there are none."""
+    ) -> tuple[str, int, int] | None:
+        """(group key, group id, bucket mask) of the backends for this port, or None."""
         chosen = backends(service, port, slices, family, node.name if local else None)
         if not chosen:
             return None
@@ -167,22 +224,22 @@ class ServiceCompiler:
         group_key = _scope_key(service.key, port, family, scope)
         group_id = self.groups.get(group_key)
         used.add(("group", group_key))
-        members = []
-        for addr, target in chosen:
-            member_key = (int(addr), target)
-            member_id = self.members.get(member_key)
-            used.add(("member", member_key))
-            params = {**params128("addr", int(addr)), "port": target}
-            member = ActionProfileMember(
-                SELECTOR, member_id, SET_BACKEND.name, tuple(sorted(params.items()))
+        try:
+            slots = spread(self.buckets.get(group_key, ()), [(int(a), p) for a, p in chosen])
+        except TooManyBackends as exc:
+            raise TooManyBackends(
+                f"service {service.key} port {port.name or port.port} (IPv{family}): {exc}"
+            ) from None
+        self.buckets[group_key] = list(slots)
+        for index, (addr, target) in enumerate(slots):
+            entry = TableEntry.make(
+                BACKENDS,
+                {"group": Exact(group_id), "bucket": Exact(index)},
+                SET_BACKEND.name,
+                {**params128("addr", addr), "port": target},
             )
-            entities[member.key] = member
-            members.append((member_id, 1))
-        group = ActionProfileGroup(SELECTOR, group_id, tuple(sorted(members)))
-        entities[group.key] = group
-        binding = TableEntry.to_group(BACKENDS, {"group": Exact(group_id)}, group_id)
-        entities[binding.key] = binding
-        return group_key, group_id
+            entities[entry.key] = entry
+        return group_key, group_id, len(slots) - 1
 
     def _front(
         self,
@@ -190,7 +247,7 @@ class ServiceCompiler:
         port: ServicePort,
         addr: IPAddress,
         front_port: int,
-        group: tuple[str, int] | None,
+        group: tuple[str, int, int] | None,
         service_id: int,
         node: NodeContext,
     ) -> TableEntry:
@@ -213,7 +270,7 @@ class ServiceCompiler:
                 SERVICE_REJECT.name,
                 metadata=json.dumps(info, sort_keys=True).encode(),
             )
-        group_key, group_id = group
+        group_key, group_id, mask = group
         info.update(group=group_id, group_key=group_key)
         hairpin = node.hairpin.get(addr.version, NO_HAIRPIN[addr.version])
         return TableEntry.make(
@@ -225,6 +282,7 @@ class ServiceCompiler:
                 "service_id": service_id,
                 "affinity_seconds": service.affinity_seconds,
                 **params128("hairpin", int(hairpin)),
+                "bucket_mask": mask,
             },
             metadata=json.dumps(info, sort_keys=True).encode(),
         )
@@ -247,7 +305,10 @@ class ServiceCompiler:
 
     def release_unused(self) -> None:
         """Free ids no service uses any more (call after their entities were removed)."""
-        pools = {"group": self.groups, "member": self.members, "service": self.services}
         for kind, key in self._unused:
-            pools[kind].release(key)
+            if kind == "group":
+                self.groups.release(key)
+                self.buckets.pop(str(key), None)
+            else:
+                self.services.release(key)
         self._unused.clear()

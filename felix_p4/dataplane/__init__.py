@@ -25,7 +25,7 @@ from felix_p4.model.policy import IPAddress
 from felix_p4.model.state import DataplaneState
 from felix_p4.model.status import DOWN, ERROR, UP
 from felix_p4.p4.sync import ApplyReport, Refused, SyncEngine
-from felix_p4.pipeline import PIPELINE, Owner
+from felix_p4.pipeline import DEFAULT_AFFINITY_SECONDS, PIPELINE, Owner
 from felix_p4.pipeline.entries import TableEntry
 from felix_p4.ports import PortConflict, PortResolver
 
@@ -55,12 +55,13 @@ class Dataplane:
         node: NodeSettings,
         hairpin: dict[int, IPAddress] | None = None,
         services_enabled: bool = False,
+        affinity_seconds: int = DEFAULT_AFFINITY_SECONDS,
     ) -> None:
         self.sync = sync
         self.ipsets = IpSetManager(sync)
         self.policy = PolicyManager(sync, self.ipsets.classifier)
         self.forwarding = ForwardingManager(sync, ports, node)
-        self.services = ServiceManager(sync, hairpin or {}, services_enabled)
+        self.services = ServiceManager(sync, hairpin or {}, services_enabled, affinity_seconds)
         # Endpoints not "up" are revisited at every apply until they are.
         self.not_up: set[WorkloadEndpointKey] = set()
         # Why each endpoint is not up, as last logged: a reason is logged once, not per retry.

@@ -6,12 +6,12 @@ import logging
 from collections.abc import Sequence
 
 from felix_p4 import metrics
-from felix_p4.compile.services import NodeContext, ServiceCompiler
+from felix_p4.compile.services import NodeContext, ServiceCompiler, TooManyBackends
 from felix_p4.model.policy import IPAddress
 from felix_p4.model.services import ServiceKey
 from felix_p4.model.state import Changes, DataplaneState
 from felix_p4.p4.sync import Refused, SyncEngine
-from felix_p4.pipeline import Owner
+from felix_p4.pipeline import DEFAULT_AFFINITY_SECONDS, Owner
 from felix_p4.pipeline.entries import Entity
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,19 @@ class ServiceManager:
 
     name = Owner.SERVICES
 
-    def __init__(self, sync: SyncEngine, hairpin: dict[int, IPAddress], enabled: bool) -> None:
+    def __init__(
+        self,
+        sync: SyncEngine,
+        hairpin: dict[int, IPAddress],
+        enabled: bool,
+        affinity_seconds: int = DEFAULT_AFFINITY_SECONDS,
+    ) -> None:
         self.sync = sync
         self.hairpin = hairpin
         self.enabled = enabled
+        self.affinity_seconds = affinity_seconds
+        # Services whose ClientIP timeout the target cannot honour, as last warned about.
+        self._timeout_warned: dict[ServiceKey, int] = {}
         self.compiler = ServiceCompiler()
         self._started = False
         # Services that did not fit, with why (logged once), retried at every apply.
@@ -57,17 +66,34 @@ class ServiceManager:
             if service is None:
                 self.sync.remove_owner(owner)
                 self.compiler.forget(key)
+                self._timeout_warned.pop(key, None)
                 continue
-            entities = self.compiler.compile(service, state.service_slices(key), node)
+            self._check_timeout(key, service.affinity_seconds)
             try:
+                entities = self.compiler.compile(service, state.service_slices(key), node)
                 self.sync.admit(owner, entities)
-            except Refused as exc:
+            except (Refused, TooManyBackends) as exc:
                 self.refuse(key, str(exc))
                 continue
             self.sync.set_owner(owner, entities)
             if self.refused.pop(key, None) is not None:
                 log.info("service %s: admitted", key)
                 metrics.ADMISSIONS.labels("service", "admitted").inc()
+
+    def _check_timeout(self, key: ServiceKey, seconds: int | None) -> None:
+        if not seconds or seconds == self.affinity_seconds:
+            self._timeout_warned.pop(key, None)
+            return
+        if self._timeout_warned.get(key) != seconds:
+            log.warning(
+                "service %s: ClientIP affinity lasts %d s on this target, not the %d s the "
+                "Service asks for (one timeout for all services: services.affinity_seconds, "
+                "with the target's affinity profile set to match)",
+                key,
+                self.affinity_seconds,
+                seconds,
+            )
+        self._timeout_warned[key] = seconds
 
     def refuse(self, key: ServiceKey, reason: str) -> None:
         """Nothing of the service stays on the device; it is tried again at the next apply."""

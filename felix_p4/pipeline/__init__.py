@@ -150,11 +150,13 @@ TO_SERVICE = Action(
         Param("affinity_seconds", 32),
         Param("hairpin_hi", 64),
         Param("hairpin_lo", 64),
+        Param("bucket_mask", 16),
     ),
 )
 SERVICE_REJECT = Action("service_reject")
 NOT_SERVICE = Action("not_service")
 SET_BACKEND = Action("set_backend", BACKEND)
+NO_BACKEND = Action("no_backend")
 AFFINE = Action("affine", BACKEND)
 AFFINITY_LEARN = Action("affinity_learn")
 PINNED = Action("pinned", BACKEND)
@@ -165,9 +167,7 @@ UN_NAT = Action(
         Param("service_hi", 64),
         Param("service_lo", 64),
         Param("service_port", 16),
-        Param("client_hi", 64),
-        Param("client_lo", 64),
-        Param("client_port", 16),
+        Param("hairpin", 8),
     ),
 )
 REVERSE_LEARN = Action("reverse_learn")
@@ -176,6 +176,15 @@ CT_LEARN = Action("ct_learn")
 # Called directly by the program's controls, never by an entry; in the P4Info with ids too.
 ARP_REPLY = Action("arp_reply")
 DECREMENT_TTL_V4 = Action("decrement_ttl_v4")
+ND_ADVERT = Action("nd_advert")
+ND_OPTION_TARGET = Action("nd_option_target")
+
+# Expiry profiles of learned entries (PNA expire_time_profile_id): indexes into P4-DPDK's
+# learner timeouts, p4c-dpdk's defaults (10, 30, 60, 120, 300, 43200, 120, 120 seconds); the
+# target sets the affinity profile to the cluster's ClientIP timeout.
+PROFILE_SECONDS = {0: 10, 1: 30, 2: 60, 3: 120, 4: 300, 5: 43200, 6: 120, 7: 120}
+PROFILE_OTHER, PROFILE_UDP, PROFILE_TCP, PROFILE_AFFINITY = 1, 3, 5, 6
+DEFAULT_AFFINITY_SECONDS = 10800  # Kubernetes' ClientIP default
 
 # --- tables --------------------------------------------------------------------------------
 
@@ -255,16 +264,18 @@ PORTSET = {
 }
 # Per direction, the first-match stages a policy program's blocks occupy, in order.
 POLICY_STAGES = 7
+# Ranges (protocols, ports, ICMP type and code) are written as the ternary prefixes covering
+# them: P4-DPDK has no range match.
 _RULE_KEYS = (
     Key("program", EXACT, 16),
     Key("ip_version", TERNARY, 8),
-    Key("proto", RANGE, 8),
+    Key("proto", TERNARY, 8),
     *_ipv6("src_sets", TERNARY),
     *_ipv6("dst_sets", TERNARY),
-    Key("src_port", RANGE, 16),
-    Key("dst_port", RANGE, 16),
-    Key("icmp_type", RANGE, 8),
-    Key("icmp_code", RANGE, 8),
+    Key("src_port", TERNARY, 16),
+    Key("dst_port", TERNARY, 16),
+    Key("icmp_type", TERNARY, 8),
+    Key("icmp_code", TERNARY, 8),
 )
 STAGES = {
     direction: tuple(
@@ -281,7 +292,6 @@ STAGES = {
     )
     for direction in ("egress", "ingress")
 }
-SERVICE_SELECTOR = ActionProfile("service_selector", (SET_BACKEND,), 1048576, True, SERVICE_MANAGER)
 SERVICES = Table(
     "services",
     (
@@ -296,23 +306,17 @@ SERVICES = Table(
     65536,
     SERVICE_MANAGER,
 )
+# A service port's backends fill a power-of-two number of buckets; the flow's hash picks one.
 SERVICE_BACKENDS = Table(
     "service_backends",
-    (
-        Key("group", EXACT, 32),
-        *_ipv6("src_addr", SELECTOR),
-        *_ipv6("dst_addr", SELECTOR),
-        Key("proto", SELECTOR, 8),
-        Key("src_port", SELECTOR, 16),
-        Key("dst_port", SELECTOR, 16),
-    ),
+    (Key("group", EXACT, 32), Key("bucket", EXACT, 16)),
     (SET_BACKEND,),
-    NO_ACTION,
-    False,
-    65536,
+    NO_BACKEND,
+    True,
+    262144,
     SERVICE_MANAGER,
-    profile=SERVICE_SELECTOR.name,
 )
+MAX_BUCKETS = 4096  # per service port: the most backends a service port can have
 _FLOW_KEYS = (
     Key("ip_version", EXACT, 8),
     Key("proto", EXACT, 8),
@@ -327,12 +331,12 @@ SERVICE_AFFINITY = Table(
     (AFFINE,),
     AFFINITY_LEARN,
     True,
-    1048576,
+    65536,
     DATA_PLANE,
 )
-SERVICE_FLOWS = Table("service_flows", _FLOW_KEYS, (PINNED,), PIN_LEARN, True, 1048576, DATA_PLANE)
+SERVICE_FLOWS = Table("service_flows", _FLOW_KEYS, (PINNED,), PIN_LEARN, True, 65536, DATA_PLANE)
 SERVICE_REPLIES = Table(
-    "service_replies", _FLOW_KEYS, (UN_NAT,), REVERSE_LEARN, True, 1048576, DATA_PLANE
+    "service_replies", _FLOW_KEYS, (UN_NAT,), REVERSE_LEARN, True, 65536, DATA_PLANE
 )
 CONNTRACK = Table(
     "conntrack",
@@ -347,7 +351,7 @@ CONNTRACK = Table(
     (CT_ESTABLISHED,),
     CT_LEARN,
     True,
-    1048576,
+    262144,
     DATA_PLANE,
 )
 
@@ -415,7 +419,9 @@ PIPELINE = Pipeline(
     tables=_tables(
         [PORT_CLASSIFY],
         SOURCE_CHECK.values(),
-        [SERVICES, SERVICE_BACKENDS, SERVICE_AFFINITY, SERVICE_FLOWS, SERVICE_REPLIES],
+        # Buckets before the front ends that use them: a widened mask never points at a
+        # bucket not yet written (deletes go in reverse order, so a narrowed one neither).
+        [SERVICE_BACKENDS, SERVICES, SERVICE_AFFINITY, SERVICE_FLOWS, SERVICE_REPLIES],
         ROUTES.values(),
         IPSET.values(),
         PORTSET.values(),
@@ -423,6 +429,6 @@ PIPELINE = Pipeline(
         STAGES["ingress"],
         [CONNTRACK],
     ),
-    profiles=(SERVICE_SELECTOR,),
-    direct_actions=(ARP_REPLY, DECREMENT_TTL_V4),
+    profiles=(),
+    direct_actions=(ARP_REPLY, DECREMENT_TTL_V4, ND_ADVERT, ND_OPTION_TARGET),
 )

@@ -1,13 +1,16 @@
-"""Behavioural model of pipeline/felix_pna.p4: the same parser, tables and actions in Python.
+"""Behavioural model of pipeline/felix_pna.p4: the same parser, tables, actions and arithmetic.
 
-It reads table entries through the TableStore by the P4Info names the P4 program declares,
-so what the driver programs is what decides a packet here. Each method mirrors a control of
-pipeline/*.p4 (FelixPort, FelixSummary, FelixServices, FelixRewrite, FelixRouting,
-FelixPolicy, and the PNA wrapper's conntrack); keep them in step.
+It reads table entries through the TableStore by the names the pipeline declaration gives, so
+what the driver programs is what decides a packet here. Each step mirrors a control of
+pipeline/*.p4 (FelixPort, FelixSummary, FelixServices, the wrapper's translation and
+conntrack, FelixRouting, FelixPolicy, FelixRewrite), in the same order; checksum updates
+follow P4-DPDK's InternetChecksum instructions bit for bit. The P4-DPDK engine runs the
+program itself; differential tests hold the two to each other.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import struct
 import time
@@ -16,17 +19,25 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+from finsy.proto import rpc_code
 
 from felix_p4 import pipeline as P
 from felix_p4.softswitch.packet import ETH_ARP, ETH_IPV4, ETH_IPV6
-from felix_p4.softswitch.store import Lookup, TableStore
+from felix_p4.softswitch.store import Lookup, P4RuntimeError, TableStore
 
 IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, IP_PROTO_ICMPV6 = 1, 6, 17, 58
 IP_PROTO_SCTP, IP_PROTO_UDPLITE = 132, 136
-CT_PROFILE = {IP_PROTO_TCP: 1, IP_PROTO_UDP: 2}
-CT_PROFILE_OTHER = 3
-# Expiry of learned flows per profile, seconds (the kernel's conntrack defaults).
-CT_TIMEOUT = {1: 432000.0, 2: 120.0, 3: 30.0}
+ND_SOLICIT, ND_ADVERT = 135, 136
+ND_ADVERT_FLAGS = 0xE0000000
+# L4 header sizes the parser extracts (when the IP length says they are there).
+L4_SIZE = {
+    IP_PROTO_TCP: 20,
+    IP_PROTO_UDP: 8,
+    IP_PROTO_UDPLITE: 8,
+    IP_PROTO_SCTP: 12,
+    IP_PROTO_ICMP: 4,
+    IP_PROTO_ICMPV6: 4,
+}
 
 # Per direction, the names of the policy stages in order.
 STAGES = {d: [t.name for t in tables] for d, tables in P.STAGES.items()}
@@ -60,10 +71,23 @@ class _Headers:
     udp: bytearray | None = None
     sctp: bytearray | None = None
     icmp: bytearray | None = None
+    nd: bytearray | None = None
+    nd_option: bytearray | None = None
     payload: bytes = b""
 
     def emit(self) -> bytes:
-        parts = (self.eth, self.arp, self.ipv4, self.ipv6, self.tcp, self.udp, self.sctp, self.icmp)
+        parts = (
+            self.eth,
+            self.arp,
+            self.ipv4,
+            self.ipv6,
+            self.tcp,
+            self.udp,
+            self.sctp,
+            self.icmp,
+            self.nd,
+            self.nd_option,
+        )
         return b"".join(bytes(p) for p in parts if p is not None) + self.payload
 
     @property
@@ -75,9 +99,27 @@ class ParserError(Exception):
     pass
 
 
+def frame_shorter_than_claimed(raw: bytes) -> bool:
+    """The port's input check (both engines, as NICs check lengths): a frame shorter than its
+    IP header says. P4-DPDK's extract does not check the frame's length."""
+    if len(raw) < 14:
+        return True
+    (ether_type,) = struct.unpack_from("!H", raw, 12)
+    if ether_type == ETH_IPV4 and len(raw) >= 18:
+        (total,) = struct.unpack_from("!H", raw, 16)
+        return len(raw) < 14 + max(total, 20)
+    if ether_type == ETH_IPV6 and len(raw) >= 20:
+        (payload,) = struct.unpack_from("!H", raw, 18)
+        return len(raw) < 54 + payload
+    if ether_type == ETH_ARP:
+        return len(raw) < 42
+    return False
+
+
 def parse(raw: bytes) -> _Headers:
-    """pipeline/parser.p4: Ethernet; ARP, IPv4 (fixed header) or IPv6; then TCP, UDP
-    (and UDP-Lite), SCTP or ICMP/ICMPv6 for unfragmented packets without IPv4 options."""
+    """pipeline/parser.p4: Ethernet; ARP, IPv4 (fixed header) or IPv6; then the L4 header of
+    unfragmented packets without IPv4 options whose IP length covers it; a neighbour
+    solicitation's target and option."""
     if len(raw) < 14:
         raise ParserError("packet shorter than an Ethernet header")
     hdr = _Headers(bytearray(raw[:14]))
@@ -99,102 +141,217 @@ def parse(raw: bytes) -> _Headers:
         hdr.ipv4 = take(20, "IPv4")
         ihl = hdr.ipv4[0] & 0x0F
         frag_offset = struct.unpack_from("!H", hdr.ipv4, 6)[0] & 0x1FFF
-        if ihl == 5 and frag_offset == 0:
-            l4_proto = hdr.ipv4[9]
+        (total,) = struct.unpack_from("!H", hdr.ipv4, 2)
+        proto = hdr.ipv4[9]
+        first_fragment = ihl == 5 and frag_offset == 0
+        if first_fragment and proto in L4_SIZE and proto != IP_PROTO_ICMPV6:
+            l4_proto = proto if total >= 20 + L4_SIZE[proto] else None
     elif ether_type == ETH_IPV6:
         hdr.ipv6 = take(40, "IPv6")
-        l4_proto = hdr.ipv6[6]
+        proto = hdr.ipv6[6]
+        (payload,) = struct.unpack_from("!H", hdr.ipv6, 4)
+        if proto in L4_SIZE and proto != IP_PROTO_ICMP and payload >= L4_SIZE[proto]:
+            l4_proto = proto
     if l4_proto == IP_PROTO_TCP:
         hdr.tcp = take(20, "TCP")
     elif l4_proto in (IP_PROTO_UDP, IP_PROTO_UDPLITE):
         hdr.udp = take(8, "UDP")
     elif l4_proto == IP_PROTO_SCTP:
         hdr.sctp = take(12, "SCTP")
-    elif (l4_proto == IP_PROTO_ICMP and hdr.ipv4 is not None) or (
-        l4_proto == IP_PROTO_ICMPV6 and hdr.ipv6 is not None
-    ):
+    elif l4_proto in (IP_PROTO_ICMP, IP_PROTO_ICMPV6):
         hdr.icmp = take(4, "ICMP")
+        if l4_proto == IP_PROTO_ICMPV6 and hdr.ipv6 is not None:
+            (payload,) = struct.unpack_from("!H", hdr.ipv6, 4)
+            if hdr.icmp[0] == ND_SOLICIT and hdr.icmp[1] == 0 and payload in (24, 32):
+                hdr.nd = take(20, "neighbour solicitation")
+                if payload == 32:
+                    hdr.nd_option = take(8, "neighbour discovery option")
     hdr.payload = raw[at:]
     return hdr
 
 
-@attrs.define
-class _Meta:
-    """metadata_t fields of the stages after the port stage."""
+# --- InternetChecksum as P4-DPDK computes it (ckadd/cksub) ----------------------------------
 
-    ip_version: int = 0
-    l4_proto: int = 0
-    src_addr: int = 0
-    dst_addr: int = 0
+
+def _words(data: bytes | bytearray) -> int:
+    """A field's contribution: its bytes as big-endian 16-bit words (an odd byte count is
+    padded with a zero byte, as SWX reads a field starting at an even offset)."""
+    if len(data) % 2:
+        data = bytes(data) + b"\0"
+    return sum(struct.unpack(f"!{len(data) // 2}H", data))
+
+
+class Checksum:
+    """The extern's state is the checksum itself (0 after clear); every add or subtract
+    leaves a checksum, never zero (P4-DPDK writes 0xffff for a zero result)."""
+
+    def __init__(self) -> None:
+        self.state = 0
+
+    def _apply(self, data: bytes | bytearray, sign: int) -> None:
+        total = ((~self.state & 0xFFFF) + sign * _words(data)) % 0xFFFF
+        self.state = 0xFFFF if total == 0 else ~total & 0xFFFF
+
+    def add(self, data: bytes | bytearray) -> None:
+        self._apply(data, 1)
+
+    def subtract(self, data: bytes | bytearray) -> None:
+        self._apply(data, -1)
+
+    def get(self) -> int:
+        return self.state
+
+
+def _get16(buf: bytearray, at: int) -> int:
+    return int(struct.unpack_from("!H", buf, at)[0])
+
+
+def _put16(buf: bytearray, at: int, value: int) -> None:
+    struct.pack_into("!H", buf, at, value)
+
+
+def _decrement_ttl_v4(ip: bytearray) -> None:
+    """forwarding.p4's decrement_ttl_v4."""
+    ck = Checksum()
+    ck.subtract(ip[10:12])
+    ck.subtract(ip[8:9])
+    ip[8] -= 1
+    ck.add(ip[8:9])
+    _put16(ip, 10, ck.get())
+
+
+def rewrite(
+    hdr: _Headers,
+    new_src: tuple[int, int] | None = None,
+    new_dst: tuple[int, int] | None = None,
+) -> None:
+    """nat.p4's FelixRewrite: the source and/or destination (address, port), with the IPv4,
+    TCP and UDP checksums updated incrementally."""
+    l3 = Checksum()
+    l4 = Checksum()
+    if hdr.tcp is not None:
+        l4.subtract(hdr.tcp[16:18])
+    elif hdr.udp is not None:
+        l4.subtract(hdr.udp[6:8])
+    if hdr.ipv4 is not None:
+        ip = hdr.ipv4
+        l3.subtract(ip[10:12])
+        for change, at in ((new_src, 12), (new_dst, 16)):
+            if change is None:
+                continue
+            l3.subtract(ip[at : at + 4])
+            l4.subtract(ip[at : at + 4])
+            ip[at : at + 4] = (change[0] & 0xFFFFFFFF).to_bytes(4, "big")
+            l3.add(ip[at : at + 4])
+            l4.add(ip[at : at + 4])
+        _put16(ip, 10, l3.get())
+    else:
+        assert hdr.ipv6 is not None
+        ip = hdr.ipv6
+        for change, at in ((new_src, 8), (new_dst, 24)):
+            if change is None:
+                continue
+            l4.subtract(ip[at : at + 8])
+            l4.subtract(ip[at + 8 : at + 16])
+            ip[at : at + 16] = change[0].to_bytes(16, "big")
+            l4.add(ip[at : at + 8])
+            l4.add(ip[at + 8 : at + 16])
+    l4_header = hdr.tcp if hdr.tcp is not None else hdr.udp
+    if l4_header is not None:
+        for change, at in ((new_src, 0), (new_dst, 2)):
+            if change is None:
+                continue
+            l4.subtract(l4_header[at : at + 2])
+            _put16(l4_header, at, change[1])
+            l4.add(l4_header[at : at + 2])
+        if hdr.tcp is not None:
+            _put16(hdr.tcp, 16, l4.get())
+        elif _get16(l4_header, 6) != 0 or hdr.ipv6 is not None:
+            _put16(l4_header, 6, l4.get() or 0xFFFF)
+    elif hdr.sctp is not None:
+        for change, at in ((new_src, 0), (new_dst, 2)):
+            if change is not None:
+                _put16(hdr.sctp, at, change[1])
+
+
+def _arp_reply(hdr: _Headers, gateway_mac: int) -> None:
+    assert hdr.arp is not None
+    gw = gateway_mac.to_bytes(6, "big")
+    arp = hdr.arp
+    sha, spa, tpa = bytes(arp[8:14]), bytes(arp[14:18]), bytes(arp[24:28])
+    hdr.eth[0:6] = hdr.eth[6:12]
+    hdr.eth[6:12] = gw
+    arp[6:8] = b"\x00\x02"
+    arp[18:24] = sha
+    arp[8:14] = gw
+    arp[24:28] = spa
+    arp[14:18] = tpa
+
+
+def _nd_advert(hdr: _Headers, gateway_mac: int) -> None:
+    """forwarding.p4's nd_advert (and nd_option_target): the solicitation turned into the
+    gateway's advertisement, from the target address, back to the asker."""
+    assert hdr.ipv6 is not None and hdr.icmp is not None and hdr.nd is not None
+    ip, icmp, nd = hdr.ipv6, hdr.icmp, hdr.nd
+    ck = Checksum()
+    ck.subtract(icmp[2:4])
+    for at in (8, 16, 24, 32):
+        ck.subtract(ip[at : at + 8])
+    ck.subtract(icmp[0:1])
+    ck.subtract(nd[0:4])
+    ip[24:40] = ip[8:24]
+    ip[8:24] = nd[4:20]
+    ip[7] = 255
+    icmp[0] = ND_ADVERT
+    nd[0:4] = ND_ADVERT_FLAGS.to_bytes(4, "big")
+    for at in (8, 16, 24, 32):
+        ck.add(ip[at : at + 8])
+    ck.add(icmp[0:1])
+    ck.add(nd[0:4])
+    hdr.eth[0:6] = hdr.eth[6:12]
+    hdr.eth[6:12] = gateway_mac.to_bytes(6, "big")
+    _put16(icmp, 2, ck.get())
+    option = hdr.nd_option
+    if option is not None:
+        ck = Checksum()
+        ck.subtract(icmp[2:4])
+        ck.subtract(option[0:1])
+        ck.subtract(option[2:8])
+        option[0] = 2
+        option[2:8] = gateway_mac.to_bytes(6, "big")
+        ck.add(option[0:1])
+        ck.add(option[2:8])
+        _put16(icmp, 2, ck.get())
+
+
+def bucket_hash(src: int, src_port: int) -> int:
+    """The model's stand-in for the target's flow hash (the client's address and port):
+    which bucket a flow gets is the target's choice; differential tests compare membership."""
+    return zlib.crc32(src.to_bytes(16, "big") + src_port.to_bytes(2, "big")) & 0xFFFF
+
+
+@attrs.define
+class _Flow:
+    """The flow scratch header: as received, then translated."""
+
+    version: int = 0
+    proto: int = 0
+    src: int = 0
     src_port: int = 0
+    dst: int = 0
     dst_port: int = 0
     icmp_type: int = 0
     icmp_code: int = 0
-    src_sets: int = 0
-    dst_sets: int = 0
-    egress_program: int = 0
-    ingress_program: int = 0
 
 
-# --- FelixRewrite (nat.p4): incremental checksum updates -----------------------------------
-
-
-def _words(value: int, nbytes: int) -> list[int]:
-    raw = value.to_bytes(nbytes, "big")
-    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, nbytes, 2)]
-
-
-def _apply_delta(checksum: int, old: list[int], new: list[int]) -> int:
-    total = (~checksum & 0xFFFF) + sum(~w & 0xFFFF for w in old) + sum(new)
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def rewrite(hdr: _Headers, source: bool, addr: int, port: int) -> None:
-    """Set the source or destination address and port, updating every checksum over them."""
-    if hdr.ipv4 is not None:
-        at = 12 if source else 16
-        old_addr = _words(int.from_bytes(hdr.ipv4[at : at + 4], "big"), 4)
-        new_addr = _words(addr & 0xFFFFFFFF, 4)
-        (check,) = struct.unpack_from("!H", hdr.ipv4, 10)
-        struct.pack_into("!H", hdr.ipv4, 10, _apply_delta(check, old_addr, new_addr))
-        hdr.ipv4[at : at + 4] = (addr & 0xFFFFFFFF).to_bytes(4, "big")
-    else:
-        assert hdr.ipv6 is not None
-        at = 8 if source else 24
-        old_addr = _words(int.from_bytes(hdr.ipv6[at : at + 16], "big"), 16)
-        new_addr = _words(addr, 16)
-        hdr.ipv6[at : at + 16] = addr.to_bytes(16, "big")
-    l4 = hdr.l4
-    if l4 is None:
-        return
-    port_at = 0 if source else 2
-    (old_port,) = struct.unpack_from("!H", l4, port_at)
-    struct.pack_into("!H", l4, port_at, port)
-    if hdr.tcp is not None:
-        (check,) = struct.unpack_from("!H", hdr.tcp, 16)
-        struct.pack_into(
-            "!H", hdr.tcp, 16, _apply_delta(check, [*old_addr, old_port], [*new_addr, port])
-        )
-    elif hdr.udp is not None:
-        (check,) = struct.unpack_from("!H", hdr.udp, 6)
-        if check != 0 or hdr.ipv6 is not None:
-            updated = _apply_delta(check, [*old_addr, old_port], [*new_addr, port])
-            struct.pack_into("!H", hdr.udp, 6, updated or 0xFFFF)
-
-
-def selector_hash(meta: _Meta) -> int:
-    """The action selector's hash over the flow (src, dst, protocol, ports), 16 bits."""
-    data = struct.pack(
-        "!16s16sBHH",
-        meta.src_addr.to_bytes(16, "big"),
-        meta.dst_addr.to_bytes(16, "big"),
-        meta.l4_proto,
-        meta.src_port,
-        meta.dst_port,
-    )
-    return zlib.crc32(data) & 0xFFFF
+@attrs.define
+class _Services:
+    is_service: bool = False
+    reply: bool = False
+    hairpin: bool = False
+    hairpin_addr: int = 0
+    backend: tuple[int, int] = (0, 0)  # nat.dst as services left it
+    service: tuple[int, int] = (0, 0)  # nat.src of a reply
 
 
 class FelixPipeline:
@@ -202,20 +359,30 @@ class FelixPipeline:
 
     Learned entries (conntrack, service pins, affinity, reverse NAT) live in the store like
     any entry; their expiry deadlines live here, so one pipeline object must serve every
-    packet of a target.
+    packet of a target. A hit restarts an entry's expiry, as the program's rearm does.
     """
 
-    def __init__(self, tables: TableStore, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        tables: TableStore,
+        clock: Callable[[], float] = time.monotonic,
+        profile_seconds: Mapping[int, float] | None = None,
+    ) -> None:
         self.tables = tables
         self.clock = clock
-        self._deadline: dict[tuple[str, tuple[int, ...]], tuple[float, float]] = {}
+        self.profile_seconds = {
+            **P.PROFILE_SECONDS,
+            P.PROFILE_AFFINITY: P.DEFAULT_AFFINITY_SECONDS,
+            **(profile_seconds or {}),
+        }
+        # (table, key values) -> (expiry time, timeout, key): the key to delete it by.
+        self._deadline: dict[
+            tuple[str, tuple[int, ...]], tuple[float, float, Mapping[str, int]]
+        ] = {}
+        self.learn_failures = 0  # learns refused by a full table
 
-    def _apply(
-        self, trace: list[dict[str, Any]], table: str, key: dict[str, int], selector: int = 0
-    ) -> Lookup:
-        result = (
-            self.tables.lookup(table, key, selector) if selector else self.tables.lookup(table, key)
-        )
+    def _apply(self, trace: list[dict[str, Any]], table: str, key: dict[str, int]) -> Lookup:
+        result = self.tables.lookup(table, key)
         step: dict[str, Any] = {
             "table": table,
             "hit": result.hit,
@@ -225,24 +392,23 @@ class FelixPipeline:
         }
         if result.metadata:
             step["rule"] = _rule_origin(result.metadata)
-        if getattr(result, "member_id", 0):
-            step["member"] = result.member_id
         trace.append(step)
         return result
 
-    def _learned(self, trace: list[dict[str, Any]], table: str, key: dict[str, int]) -> Lookup:
-        """Lookup in a learned table, ageing out an entry idle past its timeout first."""
+    def _learned(
+        self, trace: list[dict[str, Any]], table: str, key: dict[str, int], commit: bool
+    ) -> Lookup:
+        """Lookup in a learned table: an entry idle past its timeout is gone first; a hit
+        restarts its timeout unless this is a trace that must leave no mark (commit False)."""
         ident = (table, tuple(key.values()))
         deadline = self._deadline.get(ident)
         if deadline is not None and self.clock() >= deadline[0]:
             self.tables.dataplane_delete(table, key)
             del self._deadline[ident]
         result = self._apply(trace, table, key)
-        if result.hit and ident in self._deadline:
-            self._deadline[ident] = (
-                self.clock() + self._deadline[ident][1],
-                self._deadline[ident][1],
-            )
+        if commit and result.hit and ident in self._deadline:
+            _, seconds, _ = self._deadline[ident]
+            self._deadline[ident] = (self.clock() + seconds, seconds, key)
         return result
 
     def _learn(
@@ -252,19 +418,40 @@ class FelixPipeline:
         key: dict[str, int],
         action: str,
         params: dict[str, int],
-        seconds: float,
+        profile: int,
     ) -> None:
-        self.tables.dataplane_insert(table, key, action, params)
-        self._deadline[(table, tuple(key.values()))] = (self.clock() + seconds, seconds)
+        try:
+            self.tables.dataplane_insert(table, key, action, params)
+        except P4RuntimeError as exc:
+            if exc.code != rpc_code.RESOURCE_EXHAUSTED:
+                raise
+            # Full: expired entries make room (SWX reuses their slots); if none has expired,
+            # the packet goes on without learning, as a full SWX learner does.
+            if not self._sweep(table):
+                trace[-1]["learned"] = False
+                self.learn_failures += 1
+                return
+            self.tables.dataplane_insert(table, key, action, params)
+        seconds = float(self.profile_seconds[profile])
+        self._deadline[(table, tuple(key.values()))] = (self.clock() + seconds, seconds, key)
         trace[-1]["learned"] = True
+
+    def _sweep(self, table: str) -> int:
+        """Remove `table`'s expired entries; how many went."""
+        now = self.clock()
+        expired = [i for i, (at, _, _) in self._deadline.items() if i[0] == table and now >= at]
+        for ident in expired:
+            self.tables.dataplane_delete(table, self._deadline.pop(ident)[2])
+        return len(expired)
 
     def process(self, in_port: int, raw: bytes, commit: bool = True) -> Result:
         trace: list[dict[str, Any]] = []
+        if frame_shorter_than_claimed(raw):
+            return Result("drop", None, "frame shorter than its headers claim", raw, trace)
         try:
             hdr = parse(raw)
         except ParserError as exc:
             return Result("drop", None, f"parser: {exc}", raw, trace)
-        meta = _Meta()
 
         # FelixPort
         classify = self._apply(trace, P.PORT_CLASSIFY.name, {"port": in_port})
@@ -272,27 +459,35 @@ class FelixPipeline:
             return Result("drop", None, f"port {in_port} is not a known port", raw, trace)
         workload = classify.action == P.WORKLOAD_PORT.name
         gateway_mac = classify.params.get("gateway_mac", 0)
-        meta.egress_program = classify.params.get("egress_program", 0)
+        own_port = classify.params.get("port")
+        egress_program = classify.params.get("egress_program", 0)
         if hdr.arp is not None:
             htype, ptype, _, _, oper = struct.unpack_from("!HHBBH", hdr.arp)
             if workload and htype == 1 and ptype == ETH_IPV4 and oper == 1:
-                self._arp_reply(hdr, gateway_mac)
-                trace.append(
-                    {
-                        "table": "arp_responder",
-                        "hit": True,
-                        "action": "arp_reply",
-                        "params": {"gateway_mac": gateway_mac},
-                        "match": {},
-                    }
-                )
+                _arp_reply(hdr, gateway_mac)
                 return Result(
-                    "forward", in_port, "ARP request answered for the gateway", hdr.emit(), trace
+                    "forward", own_port, "ARP request answered for the gateway", hdr.emit(), trace
                 )
             return Result("drop", None, "ARP that is not a workload's request", raw, trace)
         if hdr.ipv4 is None and hdr.ipv6 is None:
             return Result("drop", None, "neither ARP nor IP", raw, trace)
         version = 4 if hdr.ipv4 is not None else 6
+        if workload and hdr.nd is not None:
+            assert hdr.ipv6 is not None
+            if not any(hdr.ipv6[8:24]):
+                return Result(
+                    "drop", None, "duplicate address detection is not answered", raw, trace
+                )
+            if hdr.nd_option is not None and hdr.nd_option[0] != 1:
+                return Result(
+                    "drop",
+                    None,
+                    "neighbour solicitation option is not a source link-layer address",
+                    raw,
+                    trace,
+                )
+            _nd_advert(hdr, gateway_mac)
+            return Result("forward", own_port, "neighbour solicitation answered", hdr.emit(), trace)
         if workload:
             src = hdr.ipv4[12:16] if hdr.ipv4 is not None else hdr.ipv6[8:24]  # type: ignore[index]
             check = self._apply(
@@ -305,34 +500,52 @@ class FelixPipeline:
                     "drop", None, "source address not allowed on this port (spoofed)", raw, trace
                 )
 
-        # FelixSummary, FelixServices and the rewrites
-        _summarize(hdr, meta)
-        service = self._services(hdr, meta, trace, commit)
-        if service.reject:
-            return Result("drop", None, f"service has no endpoints ({service.reject})", raw, trace)
-        received_src = (meta.src_addr, meta.src_port)
-        client_port = meta.src_port
+        # FelixSummary and FelixServices
+        flow = _summarize(hdr)
+        profile = {IP_PROTO_TCP: P.PROFILE_TCP, IP_PROTO_UDP: P.PROFILE_UDP}.get(
+            flow.proto, P.PROFILE_OTHER
+        )
+        service = self._services(flow, profile, trace, commit)
+        if isinstance(service, str):
+            return Result("drop", None, service, raw, trace)
+
+        # The wrapper: translation, conntrack's view, what the stages see
+        new_src: tuple[int, int] | None = None
+        new_dst: tuple[int, int] | None = None
         if service.is_service:
-            rewrite(hdr, False, service.nat_addr, service.nat_port)
+            new_dst = service.backend
+            if service.hairpin:
+                new_src = (service.hairpin_addr, flow.src_port)
         elif service.reply:
-            rewrite(hdr, True, service.nat_addr, service.nat_port)
-            rewrite(hdr, False, service.client_addr, service.client_port)
-        _summarize(hdr, meta)
-        ct_view = ((meta.src_addr, meta.src_port), (meta.dst_addr, meta.dst_port))
+            new_src = service.service
+            if service.hairpin:
+                new_dst = (flow.src, flow.dst_port)
+        if new_dst is not None:
+            flow.dst, flow.dst_port = new_dst
+        a, b = sorted(((flow.src, flow.src_port), (flow.dst, flow.dst_port)))
+        ct_key = {
+            "ip_version": version,
+            "proto": flow.proto,
+            **_halves("a", a[0]),
+            "a_port": a[1],
+            **_halves("b", b[0]),
+            "b_port": b[1],
+        }
         if service.reply:
-            ct_view = (received_src, ct_view[1])
+            flow.src, flow.src_port = service.service
 
         # FelixRouting
         ip = hdr.ipv4 if hdr.ipv4 is not None else hdr.ipv6
         assert ip is not None
-        route = self._apply(trace, P.ROUTES[version].name, _addr_key("dst", meta.dst_addr, version))
+        route = self._apply(trace, P.ROUTES[version].name, _addr_key("dst", flow.dst, version))
+        ingress_program = 0
         if route.action == P.TO_WORKLOAD.name:
             ttl_at = 8 if version == 4 else 7
             if ip[ttl_at] <= 1:
                 return Result("drop", None, "TTL / hop limit expired", raw, trace)
             hdr.eth[0:6] = route.params["dmac"].to_bytes(6, "big")
             hdr.eth[6:12] = route.params["smac"].to_bytes(6, "big")
-            meta.ingress_program = route.params.get("ingress_program", 0)
+            ingress_program = route.params.get("ingress_program", 0)
             if version == 4:
                 _decrement_ttl_v4(ip)
             else:
@@ -343,191 +556,175 @@ class FelixPipeline:
                 "routed to local workload",
             )
         elif route.action == P.TO_HOST.name:
-            verdict, egress_port, reason = "host", route.params["port"], "handed to the host"
+            verdict, reason = "host", "handed to the host"
+            egress_port = route.params["port"]
         else:
-            return Result("drop", None, f"no route in routes_v{version}", raw, trace)
+            return Result("drop", None, f"no route in {P.ROUTES[version].name}", raw, trace)
         if service.is_service:
             reason += (
-                f" (service backend {_addr_text(service.nat_addr, version)}:{service.nat_port})"
+                f" (service backend {_addr_text(service.backend[0], version)}:{service.backend[1]})"
             )
 
         # FelixPolicy and conntrack
-        denial = self._policy(hdr, meta, version, ct_view, trace, commit)
+        denial = self._policy(flow, egress_program, ingress_program, ct_key, profile, trace, commit)
         if denial:
             return Result("drop", None, denial, raw, trace)
-        if service.is_service and service.hairpin:
-            rewrite(hdr, True, service.hairpin_addr, client_port)
+
+        # FelixRewrite
+        if new_src is not None or new_dst is not None:
+            rewrite(hdr, new_src, new_dst)
         return Result(verdict, egress_port, reason, hdr.emit(), trace)
 
     def _services(
-        self, hdr: _Headers, meta: _Meta, trace: list[dict[str, Any]], commit: bool
-    ) -> _ServiceState:
-        """pipeline/services.p4: front end, backend choice, affinity, pinning, reverse NAT."""
-        state = _ServiceState()
+        self, flow: _Flow, profile: int, trace: list[dict[str, Any]], commit: bool
+    ) -> _Services | str:
+        """services.p4; a string is why the packet is dropped."""
+        state = _Services()
         front = self._apply(
             trace,
             P.SERVICES.name,
             {
-                "ip_version": meta.ip_version,
-                **_halves("addr", meta.dst_addr),
-                "proto": meta.l4_proto,
-                "port": meta.dst_port,
+                "ip_version": flow.version,
+                **_halves("addr", flow.dst),
+                "proto": flow.proto,
+                "port": flow.dst_port,
             },
         )
         if front.action == P.SERVICE_REJECT.name:
-            state.reject = trace[-1].get("rule", "no ready endpoints")
-            return state
-        timeout = CT_TIMEOUT[CT_PROFILE.get(meta.l4_proto, CT_PROFILE_OTHER)]
+            return f"service has no endpoints ({trace[-1].get('rule', 'no ready endpoints')})"
+        received = _flow_key(flow, (flow.src, flow.src_port), (flow.dst, flow.dst_port))
         if front.action == P.TO_SERVICE.name:
             state.is_service = True
             params = front.params
+            bucket = bucket_hash(flow.src, flow.src_port) & params["bucket_mask"]
             chosen = self._apply(
-                trace, P.SERVICE_BACKENDS.name, {"group": params["group"]}, selector_hash(meta)
+                trace,
+                P.SERVICE_BACKENDS.name,
+                {"group": params["group"], "bucket": bucket},
             )
-            state.nat_addr = _joined(chosen.params, "addr")
-            state.nat_port = chosen.params.get("port", 0)
+            if chosen.action != P.SET_BACKEND.name:
+                return "service bucket has no backend"
+            state.backend = (_joined(chosen.params, "addr"), chosen.params["port"])
             if params["affinity_seconds"]:
                 key = {
-                    "ip_version": meta.ip_version,
-                    **_halves("client", meta.src_addr),
+                    "ip_version": flow.version,
+                    **_halves("client", flow.src),
                     "service": params["service_id"],
                 }
-                affinity = self._learned(trace, P.SERVICE_AFFINITY.name, key)
+                affinity = self._learned(trace, P.SERVICE_AFFINITY.name, key, commit)
                 if affinity.hit:
-                    state.nat_addr = _joined(affinity.params, "addr")
-                    state.nat_port = affinity.params["port"]
+                    state.backend = (_joined(affinity.params, "addr"), affinity.params["port"])
                 elif commit:
-                    backend = {**_halves("addr", state.nat_addr), "port": state.nat_port}
                     self._learn(
                         trace,
                         P.SERVICE_AFFINITY.name,
                         key,
                         P.AFFINE.name,
-                        backend,
-                        float(params["affinity_seconds"]),
+                        _backend_params(state.backend),
+                        P.PROFILE_AFFINITY,
                     )
-            flow_key = _flow_key(
-                meta, (meta.src_addr, meta.src_port), (meta.dst_addr, meta.dst_port)
-            )
-            pin = self._learned(trace, P.SERVICE_FLOWS.name, flow_key)
+            pin = self._learned(trace, P.SERVICE_FLOWS.name, received, commit)
             if pin.hit:
-                state.nat_addr = _joined(pin.params, "addr")
-                state.nat_port = pin.params["port"]
+                state.backend = (_joined(pin.params, "addr"), pin.params["port"])
             elif commit:
-                backend = {**_halves("addr", state.nat_addr), "port": state.nat_port}
-                self._learn(trace, P.SERVICE_FLOWS.name, flow_key, P.PINNED.name, backend, timeout)
-            reply_dst = meta.src_addr
-            if state.nat_addr == meta.src_addr:
-                state.hairpin = True
-                state.hairpin_addr = _joined(params, "hairpin")
-                reply_dst = state.hairpin_addr
-            reverse_key = _flow_key(
-                meta, (state.nat_addr, state.nat_port), (reply_dst, meta.src_port)
-            )
-            reverse = self._learned(trace, P.SERVICE_REPLIES.name, reverse_key)
-            if not reverse.hit and commit:
-                translation = {
-                    **_halves("service", meta.dst_addr),
-                    "service_port": meta.dst_port,
-                    **_halves("client", meta.src_addr),
-                    "client_port": meta.src_port,
-                }
                 self._learn(
-                    trace, P.SERVICE_REPLIES.name, reverse_key, P.UN_NAT.name, translation, timeout
+                    trace,
+                    P.SERVICE_FLOWS.name,
+                    received,
+                    P.PINNED.name,
+                    _backend_params(state.backend),
+                    profile,
+                )
+            state.hairpin_addr = _joined(params, "hairpin")
+            state.hairpin = state.backend[0] == flow.src
+            reply_to = state.hairpin_addr if state.hairpin else flow.src
+            reverse_key = _flow_key(flow, state.backend, (reply_to, flow.src_port))
+            reverse = self._learned(trace, P.SERVICE_REPLIES.name, reverse_key, commit)
+            if not reverse.hit and commit:
+                self._learn(
+                    trace,
+                    P.SERVICE_REPLIES.name,
+                    reverse_key,
+                    P.UN_NAT.name,
+                    {
+                        **_halves("service", flow.dst),
+                        "service_port": flow.dst_port,
+                        "hairpin": int(state.hairpin),
+                    },
+                    profile,
                 )
             return state
-        reverse = self._learned(
-            trace,
-            P.SERVICE_REPLIES.name,
-            _flow_key(meta, (meta.src_addr, meta.src_port), (meta.dst_addr, meta.dst_port)),
-        )
+        reverse = self._learned(trace, P.SERVICE_REPLIES.name, received, commit)
         if reverse.hit:
             state.reply = True
-            state.nat_addr = _joined(reverse.params, "service")
-            state.nat_port = reverse.params["service_port"]
-            state.client_addr = _joined(reverse.params, "client")
-            state.client_port = reverse.params["client_port"]
+            state.hairpin = bool(reverse.params.get("hairpin", 0))
+            state.service = (_joined(reverse.params, "service"), reverse.params["service_port"])
         return state
 
     def _policy(
         self,
-        hdr: _Headers,
-        meta: _Meta,
-        version: int,
-        ct_view: tuple[tuple[int, int], tuple[int, int]],
+        flow: _Flow,
+        egress_program: int,
+        ingress_program: int,
+        ct_key: dict[str, int],
+        profile: int,
         trace: list[dict[str, Any]],
         commit: bool,
     ) -> str:
-        """pipeline/policy.p4 and the PNA wrapper's conntrack; returns why a packet is denied."""
+        """policy.p4 and the wrapper's conntrack; returns why a packet is denied."""
+        version = flow.version
         src = self._apply(
-            trace, P.IPSET[("src", version)].name, _addr_key("addr", meta.src_addr, version)
+            trace, P.IPSET[("src", version)].name, _addr_key("addr", flow.src, version)
         )
-        meta.src_sets = _joined(src.params, "sets")
+        src_sets = _joined(src.params, "sets")
         dst = self._apply(
-            trace, P.IPSET[("dst", version)].name, _addr_key("addr", meta.dst_addr, version)
+            trace, P.IPSET[("dst", version)].name, _addr_key("addr", flow.dst, version)
         )
-        meta.dst_sets = _joined(dst.params, "sets")
-        port_key = {"ip_version": version, "proto": meta.l4_proto}
+        dst_sets = _joined(dst.params, "sets")
+        port_key = {"ip_version": version, "proto": flow.proto}
         named = self._apply(
             trace,
             P.PORTSET["src"].name,
-            {**port_key, **_halves("addr", meta.src_addr), "port": meta.src_port},
+            {**port_key, **_halves("addr", flow.src), "port": flow.src_port},
         )
-        meta.src_sets |= _joined(named.params, "sets")
+        src_sets |= _joined(named.params, "sets")
         named = self._apply(
             trace,
             P.PORTSET["dst"].name,
-            {**port_key, **_halves("addr", meta.dst_addr), "port": meta.dst_port},
+            {**port_key, **_halves("addr", flow.dst), "port": flow.dst_port},
         )
-        meta.dst_sets |= _joined(named.params, "sets")
-
+        dst_sets |= _joined(named.params, "sets")
+        key = {
+            "ip_version": version,
+            "proto": flow.proto,
+            **_halves("src_sets", src_sets),
+            **_halves("dst_sets", dst_sets),
+            "src_port": flow.src_port,
+            "dst_port": flow.dst_port,
+            "icmp_type": flow.icmp_type,
+            "icmp_code": flow.icmp_code,
+        }
         denied = ""
-        for direction, program in (
-            ("egress", meta.egress_program),
-            ("ingress", meta.ingress_program),
-        ):
+        for direction, program in (("egress", egress_program), ("ingress", ingress_program)):
             if program == 0:
                 continue
-            verdict = self._run_program(direction, program, meta, trace)
+            verdict = self._run_program(direction, program, key, trace)
             if verdict != "allow" and not denied:
                 denied = f"{direction} policy: {verdict}"
-
-        a, b = sorted(ct_view)
-        ct_key = {
-            "ip_version": version,
-            "proto": meta.l4_proto,
-            **_halves("a", a[0]),
-            "a_port": a[1],
-            **_halves("b", b[0]),
-            "b_port": b[1],
-        }
-        ct = self._learned(trace, P.CONNTRACK.name, ct_key)
+        ct = self._learned(trace, P.CONNTRACK.name, ct_key, commit)
         if ct.hit:
             return ""
         if denied:
             return denied
         if commit:
-            profile = CT_PROFILE.get(meta.l4_proto, CT_PROFILE_OTHER)
-            self._learn(
-                trace, P.CONNTRACK.name, ct_key, P.CT_ESTABLISHED.name, {}, CT_TIMEOUT[profile]
-            )
+            self._learn(trace, P.CONNTRACK.name, ct_key, P.CT_ESTABLISHED.name, {}, profile)
         return ""
 
     def _run_program(
-        self, direction: str, program: int, meta: _Meta, trace: list[dict[str, Any]]
+        self, direction: str, program: int, key: dict[str, int], trace: list[dict[str, Any]]
     ) -> str:
         """The program's stages in order, first match in each; no verdict at the end denies."""
-        key = {
-            "program": program,
-            "ip_version": meta.ip_version,
-            "proto": meta.l4_proto,
-            **_halves("src_sets", meta.src_sets),
-            **_halves("dst_sets", meta.dst_sets),
-            "src_port": meta.src_port,
-            "dst_port": meta.dst_port,
-            "icmp_type": meta.icmp_type,
-            "icmp_code": meta.icmp_code,
-        }
+        key = {"program": program, **key}
         for table in STAGES[direction]:
             result = self._apply(trace, table, key)
             if result.action == P.RULE_ALLOW.name:
@@ -536,50 +733,27 @@ class FelixPipeline:
                 return "deny"
         return "no verdict (deny)"
 
-    @staticmethod
-    def _arp_reply(hdr: _Headers, gateway_mac: int) -> None:
-        assert hdr.arp is not None
-        gw = gateway_mac.to_bytes(6, "big")
-        arp = hdr.arp
-        sha, spa, tpa = bytes(arp[8:14]), bytes(arp[14:18]), bytes(arp[24:28])
-        hdr.eth[0:6] = hdr.eth[6:12]
-        hdr.eth[6:12] = gw
-        arp[6:8] = b"\x00\x02"
-        arp[18:24] = sha
-        arp[8:14] = gw
-        arp[24:28] = spa
-        arp[14:18] = tpa
 
-
-@attrs.define
-class _ServiceState:
-    is_service: bool = False
-    reject: str = ""
-    reply: bool = False
-    hairpin: bool = False
-    hairpin_addr: int = 0
-    nat_addr: int = 0
-    nat_port: int = 0
-    client_addr: int = 0
-    client_port: int = 0
-
-
-def _summarize(hdr: _Headers, meta: _Meta) -> None:
-    """FelixSummary: the L3/L4 fields later stages match on (IPv4 zero-extended)."""
+def _summarize(hdr: _Headers) -> _Flow:
+    """FelixSummary: the flow stages key on (IPv4 zero-extended)."""
+    flow = _Flow()
     if hdr.ipv4 is not None:
-        meta.ip_version = 4
-        meta.l4_proto = hdr.ipv4[9]
-        meta.src_addr = int.from_bytes(hdr.ipv4[12:16], "big")
-        meta.dst_addr = int.from_bytes(hdr.ipv4[16:20], "big")
+        flow.version = 4
+        flow.proto = hdr.ipv4[9]
+        flow.src = int.from_bytes(hdr.ipv4[12:16], "big")
+        flow.dst = int.from_bytes(hdr.ipv4[16:20], "big")
     else:
         assert hdr.ipv6 is not None
-        meta.ip_version = 6
-        meta.l4_proto = hdr.ipv6[6]
-        meta.src_addr = int.from_bytes(hdr.ipv6[8:24], "big")
-        meta.dst_addr = int.from_bytes(hdr.ipv6[24:40], "big")
+        flow.version = 6
+        flow.proto = hdr.ipv6[6]
+        flow.src = int.from_bytes(hdr.ipv6[8:24], "big")
+        flow.dst = int.from_bytes(hdr.ipv6[24:40], "big")
     l4 = hdr.l4
-    meta.src_port, meta.dst_port = struct.unpack_from("!HH", l4) if l4 is not None else (0, 0)
-    meta.icmp_type, meta.icmp_code = (hdr.icmp[0], hdr.icmp[1]) if hdr.icmp is not None else (0, 0)
+    if l4 is not None:
+        flow.src_port, flow.dst_port = struct.unpack_from("!HH", l4)
+    if hdr.icmp is not None:
+        flow.icmp_type, flow.icmp_code = hdr.icmp[0], hdr.icmp[1]
+    return flow
 
 
 MASK64 = (1 << 64) - 1
@@ -594,15 +768,19 @@ def _joined(params: Mapping[str, int], name: str) -> int:
     return (params.get(f"{name}_hi", 0) << 64) | params.get(f"{name}_lo", 0)
 
 
+def _backend_params(backend: tuple[int, int]) -> dict[str, int]:
+    return {**_halves("addr", backend[0]), "port": backend[1]}
+
+
 def _addr_key(name: str, addr: int, version: int) -> dict[str, int]:
     """IPv4 tables match one 32-bit field; IPv6 tables the address in halves."""
-    return {name: addr} if version == 4 else _halves(name, addr)
+    return {name: addr & 0xFFFFFFFF} if version == 4 else _halves(name, addr)
 
 
-def _flow_key(meta: _Meta, src: tuple[int, int], dst: tuple[int, int]) -> dict[str, int]:
+def _flow_key(flow: _Flow, src: tuple[int, int], dst: tuple[int, int]) -> dict[str, int]:
     return {
-        "ip_version": meta.ip_version,
-        "proto": meta.l4_proto,
+        "ip_version": flow.version,
+        "proto": flow.proto,
         **_halves("src", src[0]),
         "src_port": src[1],
         **_halves("dst", dst[0]),
@@ -611,8 +789,6 @@ def _flow_key(meta: _Meta, src: tuple[int, int], dst: tuple[int, int]) -> dict[s
 
 
 def _addr_text(addr: int, version: int) -> str:
-    import ipaddress
-
     return str(ipaddress.IPv4Address(addr) if version == 4 else ipaddress.IPv6Address(addr))
 
 
@@ -630,15 +806,3 @@ def _rule_origin(metadata: bytes) -> str:
     if "service" in info:
         return f"service {info['service']} port {info.get('port', '')}".strip()
     return text
-
-
-def _decrement_ttl_v4(ip: bytearray) -> None:
-    """RFC 1624 incremental update, exactly as forwarding.p4's decrement_ttl_v4."""
-    (old_word,) = struct.unpack_from("!H", ip, 8)
-    ip[8] -= 1
-    (new_word,) = struct.unpack_from("!H", ip, 8)
-    (old_sum,) = struct.unpack_from("!H", ip, 10)
-    total = (~old_sum & 0xFFFF) + (~old_word & 0xFFFF) + new_word
-    total = (total & 0xFFFF) + (total >> 16)
-    total = (total & 0xFFFF) + (total >> 16)
-    struct.pack_into("!H", ip, 10, ~total & 0xFFFF)

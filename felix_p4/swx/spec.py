@@ -93,6 +93,25 @@ class Spec:
             return struct, struct.field(name)
         raise KeyError(f"{operand!r} is not a header or metadata field")
 
+    def key_bytes(self, table: Table) -> int:
+        return sum(self.struct_of(f.operand)[1].bits for f in table.key) // 8
+
+    def action_data_bytes(self, table: Table) -> int:
+        sizes = [0]
+        for name in table.actions:
+            action = self.actions.get(name)
+            if action is not None and action.args:
+                sizes.append(self.structs[action.args].size)
+        return max(sizes)
+
+    def learner_bytes(self, table: Table) -> int:
+        """Memory SWX allocates for a learner (rte_swx_table_learner.c): one bucket per key
+        slot rounded to a power of two, each bucket a 64-byte header, 4 keys and 4 action
+        data slots (8 bytes of state plus the data), rounded to a power of two."""
+        key = _pow2(self.key_bytes(table))
+        data = _pow2(8 + self.action_data_bytes(table))
+        return _pow2(table.size) * _pow2(64 + 4 * key + 4 * data)
+
     def violations(self) -> list[str]:
         """Every way this spec breaks SWX's operand limits (empty when it runs as compiled)."""
         out = []
@@ -216,6 +235,10 @@ def _table(name: str, body: list[str], learner: bool) -> Table:
         elif words[0] == "size":
             size = int(words[1], 0)
     return Table(name, tuple(key), tuple(actions), default, size, learner, tuple(timeouts))
+
+
+def _pow2(value: int) -> int:
+    return 1 << max(0, value - 1).bit_length()
 
 
 def load(path: Path) -> Spec:

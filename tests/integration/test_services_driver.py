@@ -6,15 +6,18 @@ import grpc
 import yaml
 from felix_harness import SNAPSHOT, embedded_target, endpoint_update, felix_driver, msg, wait_until
 
+from felix_p4.pipeline import MAX_BUCKETS
 from felix_p4.softswitch.client import TargetClient
 
 IN_SYNC = msg(in_sync={})
 
 
-def _objects(backends: list[str], affinity: bool = False) -> dict:
-    spec = {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}]}
+def _objects(backends: list[str], affinity: bool = False, timeout: int | None = None) -> dict:
+    spec: dict = {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}]}
     if affinity:
         spec["sessionAffinity"] = "ClientIP"
+    if timeout is not None:
+        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": timeout}}
     return {
         "apiVersion": "v1",
         "kind": "List",
@@ -52,7 +55,7 @@ async def _trace(address: str, sport: int, commit: bool = True) -> dict:
         )
 
 
-def test_backend_churn_keeps_connections_and_touches_only_changed_members(tmp_path):
+def test_backend_churn_keeps_connections_and_moves_only_the_buckets_that_change_hands(tmp_path):
     kube = tmp_path / "kube.yaml"
     kube.write_text(yaml.safe_dump(_objects(["10.65.0.3", "10.65.9.1"])))
     settings = {"services": {"source": "file", "files": [str(kube)], "poll_seconds": 0.05}}
@@ -63,24 +66,50 @@ def test_backend_churn_keeps_connections_and_touches_only_changed_members(tmp_pa
                 await felix.send(*SNAPSHOT, IN_SYNC)
                 await felix.wait_for(lambda r: felix.in_sync())
                 tables = target.tables
-                assert tables.member_count("service_selector") == 2
+                assert tables.entry_count("service_backends") == 8  # 2 backends, 4 buckets each
                 first = await _trace(address, 40000)
                 backend = first["packet"]["dst"]
                 assert backend in ("10.65.0.3", "10.65.9.1")
                 before = target.write_count
-                # Scale up by one backend: one member insert and one group modify.
-                kube.write_text(yaml.safe_dump(_objects(["10.65.0.3", "10.65.9.1", "10.65.9.2"])))
-                await wait_until(lambda: tables.member_count("service_selector") == 3)
-                await wait_until(lambda: target.write_count - before >= 2)
-                assert target.write_count - before == 2
+                # Scale up 2 -> 3: 8 buckets become 16, started from the old 8 repeated (the
+                # bucket is the hash's low bits); the newcomer's 5 come from the new half, so
+                # the writes are 8 inserts and the front end's new mask: no old bucket moves.
+                three = ["10.65.0.3", "10.65.9.1", "10.65.9.2"]
+                kube.write_text(yaml.safe_dump(_objects(three)))
+                await wait_until(lambda: tables.entry_count("service_backends") == 16)
+                await wait_until(lambda: target.write_count - before >= 9)
+                assert target.write_count - before == 9
+                # 3 -> 4 keeps 16 buckets and moves only 4 to the newcomer.
+                written = target.write_count
+                kube.write_text(yaml.safe_dump(_objects([*three, "10.65.9.3"])))
+                await wait_until(lambda: target.write_count - written >= 4)
+                assert target.write_count - written == 4
                 # Scale down to a set without the connection's backend: it stays pinned.
                 others = [b for b in ("10.65.9.7", "10.65.9.8") if b != backend]
                 kube.write_text(yaml.safe_dump(_objects(others)))
-                await wait_until(lambda: tables.member_count("service_selector") == 2)
+                await wait_until(lambda: tables.entry_count("service_backends") == 8)
                 again = await _trace(address, 40000)
                 assert again["packet"]["dst"] == backend
                 fresh = await _trace(address, 40123)
                 assert fresh["packet"]["dst"] in others
+
+    asyncio.run(main())
+
+
+def test_a_service_port_with_more_backends_than_buckets_is_refused_whole(tmp_path):
+    kube = tmp_path / "kube.yaml"
+    too_many = [f"10.70.{i // 250}.{i % 250 + 1}" for i in range(MAX_BUCKETS + 1)]
+    kube.write_text(yaml.safe_dump(_objects(too_many)))
+    settings = {"services": {"source": "file", "files": [str(kube)]}}
+
+    async def main():
+        async with embedded_target() as (address, target):
+            async with felix_driver(address, tmp_path, settings) as felix:
+                await felix.send(*SNAPSHOT, IN_SYNC)
+                await felix.wait_for(lambda r: felix.in_sync(), timeout=60)
+                assert target.tables.entry_count("service_backends") == 0
+                assert target.tables.entry_count("services") == 0
+                assert felix.statuses() == {"default/cali-a": "up", "default/cali-b": "up"}
 
     asyncio.run(main())
 
@@ -123,6 +152,30 @@ def test_client_ip_affinity_keeps_a_client_on_one_backend(tmp_path):
                 assert len(spread) > 1
 
     asyncio.run(main())
+
+
+def test_an_affinity_timeout_the_target_cannot_honour_is_warned_about_once(tmp_path):
+    kube = tmp_path / "kube.yaml"
+    kube.write_text(yaml.safe_dump(_objects(["10.65.9.1"], affinity=True, timeout=600)))
+    settings = {"services": {"source": "file", "files": [str(kube)], "poll_seconds": 0.05}}
+    log = tmp_path / "driver.log"
+
+    async def main():
+        async with embedded_target() as (address, target):
+            async with felix_driver(address, tmp_path, settings, log=log) as felix:
+                await felix.send(*SNAPSHOT, IN_SYNC)
+                await felix.wait_for(lambda r: felix.in_sync())
+                # Still programmed (with the target's timeout), and a later change of the
+                # service does not repeat the warning.
+                assert target.tables.entry_count("services") == 1
+                kube.write_text(
+                    yaml.safe_dump(_objects(["10.65.9.1", "10.65.9.2"], True, timeout=600))
+                )
+                await wait_until(lambda: target.tables.entry_count("service_backends") == 8)
+
+    asyncio.run(main())
+    warnings = [line for line in log.read_text().splitlines() if "affinity lasts" in line]
+    assert len(warnings) == 1 and "10800 s" in warnings[0] and "600 s" in warnings[0]
 
 
 def test_policy_sees_the_backend_after_dnat(tmp_path):
@@ -183,8 +236,8 @@ def test_thousands_of_backends_in_one_service(tmp_path):
             async with felix_driver(address, tmp_path, settings) as felix:
                 await felix.send(*SNAPSHOT, IN_SYNC)
                 await felix.wait_for(lambda r: felix.in_sync(), timeout=60)
-                assert target.tables.member_count("service_selector") == 3000
-                assert target.tables.group_count("service_selector") == 1
+                # 3,000 backends spread over 4,096 buckets (the most a service port has).
+                assert target.tables.entry_count("service_backends") == 4096
                 chosen = set()
                 for port in range(40000, 40200):
                     result = await _trace(address, port, commit=False)

@@ -31,7 +31,8 @@ def test_rewrite_keeps_checksums_valid(proto, src, dst, new, source):
     raw = build({"src": src, "dst": dst, "proto": proto, "sport": 40000, "dport": 80})
     assert _valid(raw)
     hdr = parse(raw)
-    rewrite(hdr, source, int(ipaddress.ip_address(new)), 8080)
+    change = (int(ipaddress.ip_address(new)), 8080)
+    rewrite(hdr, change if source else None, None if source else change)
     out = hdr.emit()
     assert _valid(out)
     pkt = Ether(out)
@@ -45,5 +46,13 @@ def test_zero_udp_checksum_stays_zero_on_ipv4():
     raw = bytearray(build({"src": "10.0.0.1", "dst": "10.0.0.2", "proto": "udp"}))
     raw[14 + 20 + 6 : 14 + 20 + 8] = b"\x00\x00"  # IPv4 UDP may omit its checksum
     hdr = parse(bytes(raw))
-    rewrite(hdr, False, int(ipaddress.ip_address("10.0.0.9")), 99)
+    rewrite(hdr, None, (int(ipaddress.ip_address("10.0.0.9")), 99))
     assert Ether(hdr.emit())[UDP].chksum == 0
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_rewriting_source_and_destination_together_keeps_checksums_valid(proto):
+    raw = build({"src": "10.0.0.1", "dst": "10.96.0.10", "proto": proto, "dport": 80})
+    hdr = parse(raw)
+    rewrite(hdr, (int(ipaddress.ip_address("169.254.1.1")), 40000), (0x0A410309, 8080))
+    assert _valid(hdr.emit())

@@ -15,6 +15,7 @@ from felix_p4.model.endpoints import WorkloadEndpointKey
 from felix_p4.model.policy import IpSet, Policy, PolicyKey, Profile, Rule, TierInfo
 from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
 from felix_p4.p4.schema import PipelineSchema
+from felix_p4.pipeline import PROFILE_SECONDS, PROFILE_TCP
 from felix_p4.softswitch.behavioural import FelixPipeline
 from felix_p4.softswitch.packet import build
 from felix_p4.softswitch.service import initial_defaults
@@ -122,9 +123,10 @@ def test_learned_flow_expires_after_its_idle_timeout():
     clock = Clock()
     pipeline, _, store = _pipeline(clock)
     assert pipeline.process(1, _tcp("10.0.0.1", "10.0.0.2", 4000, 80)).verdict == "forward"
-    clock.now += 431999  # just inside TCP's idle timeout: the reply refreshes the entry
+    tcp = PROFILE_SECONDS[PROFILE_TCP]
+    clock.now += tcp - 1  # just inside TCP's idle timeout: the reply refreshes the entry
     assert pipeline.process(2, _tcp("10.0.0.2", "10.0.0.1", 80, 4000, "A")).verdict == "forward"
-    clock.now += 432001  # idle for longer than the timeout since that reply
+    clock.now += tcp + 1  # idle for longer than the timeout since that reply
     assert pipeline.process(2, _tcp("10.0.0.2", "10.0.0.1", 80, 4000, "A")).verdict == "drop"
     assert store.entry_count("conntrack") == 0
 

@@ -1,10 +1,21 @@
-"""Service compilation: front ends per type, shared members, changes touch only what changed."""
+"""Service compilation: front ends per type, backends spread evenly over buckets, changes move
+only the buckets that must change hands."""
 
 import ipaddress
+from collections import Counter
 
-from felix_p4.compile.services import NodeContext, ServiceCompiler
+import pytest
+
+from felix_p4.compile.services import (
+    NodeContext,
+    ServiceCompiler,
+    TooManyBackends,
+    bucket_count,
+    spread,
+)
 from felix_p4.k8s.convert import endpoint_slice_from_k8s, service_from_k8s
-from felix_p4.pipeline.entries import ActionProfileGroup, ActionProfileMember, TableEntry
+from felix_p4.pipeline import MAX_BUCKETS
+from felix_p4.pipeline.entries import TableEntry
 
 NODE = NodeContext(
     "node-1",
@@ -54,14 +65,22 @@ def _fronts(entities):
     return sorted(out)
 
 
-def test_cluster_ip_front_end_points_at_a_group_of_members():
+def _buckets(entities):
+    return {
+        dict(e.match)["bucket"].value: (dict(e.params)["addr_lo"], dict(e.params)["port"])
+        for e in entities
+        if isinstance(e, TableEntry) and e.table == "service_backends"
+    }
+
+
+def test_cluster_ip_front_end_points_at_buckets_spread_over_the_backends():
     entities = ServiceCompiler().compile(_service(), [_slice("10.0.0.1", "10.0.0.2")], NODE)
     assert _fronts(entities) == [("10.96.0.10", 80, "to_service")]
-    members = [e for e in entities if isinstance(e, ActionProfileMember)]
-    groups = [e for e in entities if isinstance(e, ActionProfileGroup)]
-    assert sorted(dict(m.params)["port"] for m in members) == [8080, 8080]
-    assert sorted(dict(m.params)["addr_lo"] for m in members) == [0x0A000001, 0x0A000002]
-    assert len(groups) == 1 and len(groups[0].members) == 2
+    buckets = _buckets(entities)
+    assert sorted(buckets) == list(range(8))  # 4 per backend, a power of two
+    assert Counter(buckets.values()) == {(0x0A000001, 8080): 4, (0x0A000002, 8080): 4}
+    (front,) = [e for e in entities if e.table == "services"]
+    assert dict(front.params)["bucket_mask"] == 7
 
 
 def test_node_port_listens_on_node_addresses_and_no_endpoints_rejects():
@@ -70,7 +89,7 @@ def test_node_port_listens_on_node_addresses_and_no_endpoints_rejects():
         ("10.96.0.10", 80, "service_reject"),
         ("192.168.0.11", 30080, "service_reject"),
     ]
-    assert not [e for e in entities if isinstance(e, ActionProfileGroup)]
+    assert not _buckets(entities)
 
 
 def test_external_traffic_policy_local_uses_only_this_nodes_endpoints():
@@ -84,18 +103,48 @@ def test_external_traffic_policy_local_uses_only_this_nodes_endpoints():
     ]
 
 
-def test_scaling_changes_only_the_group_and_the_new_member():
+def test_scaling_moves_only_the_buckets_that_change_hands():
     compiler = ServiceCompiler()
-    before = set(compiler.compile(_service(), [_slice("10.0.0.1", "10.0.0.2")], NODE))
-    after = set(compiler.compile(_service(), [_slice("10.0.0.1", "10.0.0.2", "10.0.0.3")], NODE))
-    changed = after - before
-    assert sorted(type(e).__name__ for e in changed) == [
-        "ActionProfileGroup",
-        "ActionProfileMember",
-    ]
-    assert {e.key for e in before - after} == {
-        e.key for e in changed if isinstance(e, ActionProfileGroup)
+    three = [_slice("10.0.0.1", "10.0.0.2", "10.0.0.3")]
+    before = _buckets(compiler.compile(_service(), three, NODE))
+    # 3 backends: 16 buckets, 6/5/5; a fourth keeps 16 buckets, 4 each: only 4 move to it.
+    after = _buckets(
+        compiler.compile(_service(), [_slice("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4")], NODE)
+    )
+    moved = {b for b in after if after[b] != before[b]}
+    assert len(moved) == 4 and {after[b][0] for b in moved} == {0x0A000004}
+    # Removing one: only its buckets move.
+    shrunk = _buckets(compiler.compile(_service(), three, NODE))
+    assert {b for b in shrunk if shrunk[b] != after[b]} == {
+        b for b in after if after[b][0] == 0x0A000004
     }
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 17, 100, 1024])
+def test_every_backend_gets_its_even_share_of_buckets(count):
+    chosen = [(i, 80) for i in range(count)]
+    slots = spread([], chosen)
+    assert len(slots) == bucket_count(count) >= 4 * count
+    held = Counter(slots)
+    assert set(held) == set(chosen) and max(held.values()) - min(held.values()) <= 1
+
+
+def test_a_changed_bucket_count_keeps_the_flows_whose_backend_stays():
+    # Bucket = hash & (count - 1): after doubling, bucket i holds the flows old bucket i % 8
+    # held. 2 -> 3 backends (8 -> 16 buckets, 6/5/5): 11 of 16 keep their backend.
+    a, b, c = (1, 80), (2, 80), (3, 80)
+    old = spread([], [a, b])
+    grown = spread(old, [a, b, c])
+    kept = [i for i in range(16) if grown[i] == old[i % 8]]
+    assert len(kept) == 11 and Counter(grown) == {a: 6, b: 5, c: 5}
+    # And back: halving keeps every bucket a or b still owns.
+    shrunk = spread(grown, [a, b])
+    assert all(shrunk[i] == grown[i] for i in range(8) if grown[i] != c)
+
+
+def test_a_port_with_more_backends_than_buckets_is_refused():
+    with pytest.raises(TooManyBackends, match=f"{MAX_BUCKETS + 1} backends"):
+        spread([], [(i, 80) for i in range(MAX_BUCKETS + 1)])
 
 
 def test_ids_survive_a_restart_through_the_device():

@@ -1,9 +1,11 @@
 """The sync engine's plan: only differences, inserts and modifies before deletes, conflicts."""
 
+from felix_p4.compile.services import ServiceCompiler
 from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
 from felix_p4.p4.schema import PipelineSchema
 from felix_p4.p4.sync import DELETE, INSERT, MODIFY, SyncEngine
 from felix_p4.pipeline.entries import Exact, Lpm, TableEntry
+from tests.unit.test_services_compile import NODE, _service, _slice
 
 SCHEMA = PipelineSchema(load_p4info(DEFAULT_P4INFO))
 
@@ -76,3 +78,29 @@ def test_conflicting_claims_resolve_to_one_winner_and_back():
     assert engine.desired(_route(10, 1).key) == _route(10, 1)
     engine.remove_owner("a")
     assert engine.desired(_route(10, 1).key) == _route(10, 2)
+
+
+def test_a_front_end_never_points_at_buckets_not_yet_written_or_already_gone():
+    compiler = ServiceCompiler()
+
+    def web(*backends: str) -> list:
+        return compiler.compile(_service(), [_slice(*backends)], NODE)
+
+    engine = _engine()
+    first = web("10.0.0.1", "10.0.0.2")
+    engine.set_owner("web", first)
+    engine.installed = {e.key: e for e in first}
+    engine._dirty.clear()
+    # 2 -> 3 backends: 8 buckets become 16 and the front end's mask widens after them.
+    grown = web("10.0.0.1", "10.0.0.2", "10.0.0.3")
+    engine.set_owner("web", grown)
+    ops = [(op.type, op.entry.table) for op in engine.plan()]
+    assert ops[-1] == (MODIFY, "services") and {t for _, t in ops[:-1]} == {"service_backends"}
+    engine.installed = {e.key: e for e in grown}
+    engine._dirty.clear()
+    # And back: the mask narrows before the upper buckets go.
+    engine.set_owner("web", web("10.0.0.1", "10.0.0.2"))
+    ops = [(op.type, op.entry.table) for op in engine.plan()]
+    narrowed = ops.index((MODIFY, "services"))
+    assert [t for t, _ in ops[narrowed + 1 :]] == [DELETE] * 8
+    assert DELETE not in [t for t, _ in ops[:narrowed]]
