@@ -84,6 +84,31 @@ pipeline:
 		-o pipeline/felix_pna.spec pipeline/felix_pna.p4
 p4info: pipeline
 
+# P4-DPDK engine (felix_p4/swx, see its README): the C helper library, and DPDK's internal SWX
+# headers that generated pipeline C includes (from Debian's source package; never committed).
+SWX_LIB := build/swx/libfelix_swx.so
+SWX_HEADERS := build/dpdk-internal/VERSION
+DPDK_PC := $(shell pkg-config --variable=pcfiledir libdpdk 2>/dev/null)/libdpdk.pc
+
+swx: swx-dpdk-check $(SWX_LIB) $(SWX_HEADERS)
+
+swx-dpdk-check:
+	@pkg-config --exists libdpdk || { echo "DPDK is not installed:" \
+		"run felix_p4/swx/install-dpdk.sh as root" >&2; exit 1; }
+
+$(SWX_LIB): felix_p4/swx/felix_swx.c $(DPDK_PC)
+	@mkdir -p $(@D)
+	$(CC) -O2 -g -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -DALLOW_EXPERIMENTAL_API \
+		$$(pkg-config --cflags libdpdk) -o $@ $< $$(pkg-config --libs libdpdk)
+
+$(SWX_HEADERS): felix_p4/swx/fetch-dpdk-headers.sh $(DPDK_PC)
+	bash $< $(@D)
+
+# `make test` builds the engine where DPDK is installed; elsewhere its tests skip and say why.
+swx-if-dpdk:
+	@if pkg-config --exists libdpdk 2>/dev/null; then $(MAKE) --no-print-directory swx; \
+	else echo "DPDK is not installed: the SWX engine tests will skip"; fi
+
 # Coverage-guided fuzzing of the Felix input path (atheris); not part of make test.
 FUZZ_RUNS ?= 200000
 fuzz: $(STAMP)
