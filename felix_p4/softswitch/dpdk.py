@@ -94,7 +94,20 @@ class _Change:
     entries: dict[tuple[str, int], tuple[Sequence[p4r.FieldMatch], p4r.TableEntry | None]] = (
         attrs.Factory(dict)
     )
+    key_indices: dict[str, list[int]] = attrs.Factory(dict)  # SWX match -> updates touching it
     default_before: p4r.TableEntry | None = None  # set when the default was written
+
+    def split(self, matches: set[str]) -> tuple[_Change, _Change]:
+        """(the part touching `matches`, the rest)."""
+        parts = (_Change(), _Change(default_before=self.default_before))
+        for (match, priority), entry in self.entries.items():
+            parts[match not in matches].entries[(match, priority)] = entry
+        for match, indices in self.key_indices.items():
+            parts[match not in matches].key_indices[match] = indices
+        taken = {i for m in matches for i in self.key_indices.get(m, ())}
+        parts[0].indices = [i for i in self.indices if i in taken]
+        parts[1].indices = [i for i in self.indices if i not in taken]
+        return parts
 
 
 class DpdkEngine:
@@ -195,8 +208,9 @@ class DpdkEngine:
     def apply(
         self, tables: TableStore, accepted: Sequence[tuple[int, p4r.Update]], atomic: bool
     ) -> dict[int, P4RuntimeError]:
-        """Commit what the store accepted to SWX, one table at a time. A refused table's updates
-        are undone in the store and returned by index; atomic: every table's are, if any fails."""
+        """Commit what the store accepted to SWX, one table at a time. Refused updates are undone
+        in the store and returned by index: new entries beyond a table's size, and every update
+        of a table whose commit SWX refuses. Atomic: if any is refused, all are undone."""
         if not accepted:
             return {}
         if self.pipeline is None:
@@ -207,12 +221,23 @@ class DpdkEngine:
         while pending:
             table_id, change = pending.pop(0)
             table = self.map.tables[table_id]
+            over = self._over_capacity(table, change)
+            if over is not None:
+                refused, change = change.split(over)
+                self._undo(tables, table, refused)
+                error = P4RuntimeError(
+                    rpc_code.RESOURCE_EXHAUSTED,
+                    f"table {table.name} is full ({table.size} entries in SWX)",
+                )
+                failed.update(dict.fromkeys(refused.indices, error))
+                if atomic:
+                    pending.insert(0, (table_id, change))
+                    break
             try:
                 self._commit(table, change, forward=True)
-            except _Refused as refused:
-                log.warning("DPDK pipeline refused table %s: %s", table.name, refused.message)
-                self._revert_store(tables, table, change)
-                error = P4RuntimeError(refused.code, f"table {table.name}: {refused.message}")
+            except _Refused as exc:
+                self._undo(tables, table, change)
+                error = P4RuntimeError(exc.code, f"table {table.name}: {exc.message}")
                 failed.update(dict.fromkeys(change.indices, error))
                 if atomic:
                     break
@@ -221,18 +246,16 @@ class DpdkEngine:
         if failed and atomic:
             # All or none: the tables not reached were never programmed; those done are put back.
             for table_id, change in pending:
-                table = self.map.tables[table_id]
-                self._undo_mirror(table, change)
-                self._revert_store(tables, table, change)
+                self._undo(tables, self.map.tables[table_id], change)
             for table, change in reversed(done):
                 try:
                     self._commit(table, change, forward=False)
-                except _Refused as refused:
+                except _Refused as exc:
                     log.error(
-                        "DPDK pipeline: table %s could not be put back, SWX and the store "
+                        "DPDK pipeline: table %s could not be put back; SWX and the store "
                         "differ: %s",
                         table.name,
-                        refused.message,
+                        exc.message,
                     )
                 self._revert_store(tables, table, change)
         return failed
@@ -241,7 +264,8 @@ class DpdkEngine:
 
     def trace(self, in_port: int, frame: bytes, commit: bool) -> dict[str, Any]:
         """Run one frame through SWX: the verdict, the frame as it left, and every table whose
-        hit or miss counter moved, in pipeline order (the model engine's result shape)."""
+        hit or miss counter moved, in pipeline order (the model engine's result shape, plus
+        `out_hex`: the frame's bytes; `params` are {}: counters do not say which entry hit)."""
         if not commit:
             raise ValueError(
                 "the DPDK engine cannot trace without committing: SWX learns flows, pins and "
@@ -323,6 +347,7 @@ class DpdkEngine:
                     change.default_before = mirror.default
                 continue
             key = (self.map.match(table, te.match), te.priority)
+            change.key_indices.setdefault(key[0], []).append(index)
             if key not in change.entries:
                 before = mirror.groups.get(key[0], {}).get(te.priority)
                 change.entries[key] = (te.match, before)
@@ -342,19 +367,33 @@ class DpdkEngine:
                     del mirror.groups[match]
         return changes
 
-    def _commit(self, table: TableMap, change: _Change, *, forward: bool) -> None:
-        """Program one table's change into SWX (forward: the mirror now holds the new state;
-        otherwise put the old state back into SWX and the mirror). _Refused if SWX refuses."""
-        pipeline = self.pipeline
-        assert pipeline is not None
+    def _groups_before(self, table: TableMap, change: _Change) -> dict[str, dict[int, Any]]:
+        """The groups `change` touched as they were before it (the mirror holds them after)."""
         mirror = self._mirrors[table.p4_id]
-        new_groups = {m: dict(mirror.groups.get(m, {})) for m, _ in change.entries}
-        old_groups = {m: dict(g) for m, g in new_groups.items()}
-        for (match, priority), (_, before) in change.entries.items():
-            group = old_groups[match]
-            group.pop(priority, None)
-            if before is not None:
-                group[priority] = before
+        before = {m: dict(mirror.groups.get(m, {})) for m, _ in change.entries}
+        for (match, priority), (_, entry) in change.entries.items():
+            before[match].pop(priority, None)
+            if entry is not None:
+                before[match][priority] = entry
+        return before
+
+    def _over_capacity(self, table: TableMap, change: _Change) -> set[str] | None:
+        """The SWX keys `change` adds beyond the table's size (the last ones added), if any.
+        SWX's hash tables refuse them at commit (ENOSPC), but its wildcard and LPM tables take
+        any number; counting here makes both refuse exactly the entries that do not fit."""
+        mirror = self._mirrors[table.p4_id]
+        excess = len(mirror.groups) - table.size
+        if excess <= 0:
+            return None
+        added = [m for m, group in self._groups_before(table, change).items() if not group]
+        return set([m for m in added if m in mirror.groups][-excess:])
+
+    def _commit(self, table: TableMap, change: _Change, *, forward: bool) -> None:
+        """Program one table's change into SWX (forward: the mirror holds the new state;
+        otherwise SWX and the mirror go back to the old state). _Refused if SWX refuses."""
+        mirror = self._mirrors[table.p4_id]
+        old_groups = self._groups_before(table, change)
+        new_groups = {m: dict(mirror.groups.get(m, {})) for m in old_groups}
         old_default = change.default_before or mirror.default
         new_default = mirror.default
         if not forward:
@@ -366,7 +405,10 @@ class DpdkEngine:
                 else:
                     mirror.groups.pop(match, None)
             mirror.default = new_default
-        deletes, adds, restores, added_keys = [], [], [], 0
+        deletes: list[str] = []
+        adds: list[str] = []
+        restores: list[str] = []
+        added_keys = 0
         for match in new_groups:
             old_text = self._winner(table, old_groups[match])
             new_text = self._winner(table, new_groups[match])
@@ -374,7 +416,7 @@ class DpdkEngine:
                 continue
             if new_text is None:
                 deletes.append(match)
-                restores.append(old_text)
+                restores.append(old_text or "")
             else:
                 adds.append(new_text)
                 added_keys += old_text is None
@@ -382,10 +424,6 @@ class DpdkEngine:
         if new_default != old_default:
             default_text = self.map.action(table, new_default.action.action)
         programmed = len(mirror.groups) - added_keys + len(deletes)  # in SWX before this change
-        if not table.hashed and len(mirror.groups) > table.size:
-            # SWX's wildcard/LPM tables do not bound their entries: the spec's size is ours to keep.
-            self._undo_mirror(table, change)
-            raise _Refused(rpc_code.RESOURCE_EXHAUSTED, f"table is full ({table.size} entries)")
         # A commit applies a hash table's additions before its deletions, so a full table
         # takes the deletions in a commit of their own first.
         split = table.hashed and bool(deletes) and programmed + added_keys > table.size
@@ -396,13 +434,15 @@ class DpdkEngine:
                 self._stage_commit(table, [] if split else deletes, adds, default_text)
             except SwxError:
                 if split:
-                    self._stage_commit(table, [], [t for t in restores if t], None)
+                    self._stage_commit(table, [], restores, None)
                 raise
         except SwxError as exc:
-            if forward:
-                self._undo_mirror(table, change)
-            code = rpc_code.RESOURCE_EXHAUSTED if "ENOSPC" in str(exc) else rpc_code.INTERNAL
-            raise _Refused(code, str(exc)) from exc
+            log.warning("DPDK pipeline refused table %s: %s", table.name, exc)
+            # Every update of the table carries the message: keep it short (the log has it all).
+            errno = re.search(r"discarded: ([^(]*\(E[A-Z]+\))", str(exc))
+            reason = errno.group(1) if errno else str(exc)[:80]
+            code = rpc_code.RESOURCE_EXHAUSTED if "(ENOSPC)" in reason else rpc_code.INTERNAL
+            raise _Refused(code, f"DPDK refused the commit: {reason}") from exc
 
     def _stage_commit(
         self, table: TableMap, deletes: Sequence[str], adds: Sequence[str], default: str | None
@@ -420,6 +460,11 @@ class DpdkEngine:
             pipeline.abort()
             raise
         pipeline.commit()
+
+    def _undo(self, tables: TableStore, table: TableMap, change: _Change) -> None:
+        """Take back a change SWX did not get: from the mirror and from the store."""
+        self._undo_mirror(table, change)
+        self._revert_store(tables, table, change)
 
     def _undo_mirror(self, table: TableMap, change: _Change) -> None:
         """The table's mirror back to its state before `change` (which SWX did not take)."""
@@ -516,13 +561,16 @@ def ingress_drop_reason(frame: bytes, mtu: int) -> str | None:
 def _result(
     verdict: str, port: int | None, reason: str, sent: bytes | None, trace: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    return {
+    out = {
         "verdict": verdict,
         "egress_port": port,
         "reason": reason,
         "packet": describe(sent) if sent is not None else None,
         "trace": trace,
     }
+    if sent is not None:
+        out["out_hex"] = sent.hex()  # the frame exactly as SWX sent it
+    return out
 
 
 def _trace_row(
