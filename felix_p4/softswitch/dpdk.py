@@ -121,8 +121,10 @@ class DpdkEngine:
         spec = swx_spec.parse(spec_text)
         context = json.loads((P4SRC / CONTEXT).read_text())
         self.map = PipelineMap.build(self.p4info, context, spec)
-        self._spec_text = _with_sizes(spec_text, self.map, self.settings.table_limits)
-        self.map = PipelineMap.build(self.p4info, context, swx_spec.parse(self._spec_text))
+        self._spec_text = spec_text
+        if self.settings.table_limits:
+            self._spec_text = _with_sizes(spec_text, self.map, self.settings.table_limits)
+            self.map = PipelineMap.build(self.p4info, context, swx_spec.parse(self._spec_text))
         if self.settings.n_ports < 1:
             raise ValueError("the DPDK engine needs at least one port")
         self.pipeline: SwxPipeline | None = None

@@ -61,7 +61,8 @@ class TargetService:
             while port in taken:
                 port += 1
             if self.dpdk is not None and port >= self.dpdk.settings.n_ports:
-                raise ValueError(f"no port left for {name!r}: the DPDK target has {port} ports")
+                n_ports = self.dpdk.settings.n_ports
+                raise ValueError(f"no port left for {name!r}: the DPDK target has {n_ports}")
             self.ports[name] = port
         return {"name": name, "port": self.ports[name]}
 
