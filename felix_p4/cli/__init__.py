@@ -115,6 +115,16 @@ def _target(args: argparse.Namespace) -> int:
     from felix_p4.softswitch.service import ServerTls, start_target
 
     _setup_logging(args.log_level)
+    dpdk = None
+    if args.engine == "dpdk":
+        from felix_p4.softswitch.dpdk import DpdkSettings
+        from felix_p4.swx import availability
+
+        reason = availability()
+        if reason is not None:
+            print(f"felix-p4 target: --engine dpdk: {reason}", file=sys.stderr)
+            return 2
+        dpdk = DpdkSettings(n_ports=args.dpdk_ports, memory_mb=args.dpdk_memory_mb)
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -133,7 +143,15 @@ def _target(args: argparse.Namespace) -> int:
         limits[table] = int(size)
 
     async def run() -> int:
-        server, _, _ = await start_target(args.listen, args.device_id, tls, limits)
+        server, _, _ = await start_target(
+            args.listen,
+            args.device_id,
+            tls,
+            limits,
+            engine=args.engine,
+            dpdk=dpdk,
+            affinity_seconds=args.affinity_seconds,
+        )
         await server.wait_for_termination()
         return 0
 
@@ -141,6 +159,9 @@ def _target(args: argparse.Namespace) -> int:
         return asyncio.run(run())
     except KeyboardInterrupt:
         return 0
+    except ValueError as exc:  # settings the engine refuses (a table limit, a port count)
+        print(f"felix-p4 target: {exc}", file=sys.stderr)
+        return 2
 
 
 def _parse_spec(text: str) -> dict[str, Any]:
@@ -226,6 +247,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="TABLE=N",
         help="hold at most N entries in TABLE, fewer than the P4Info says (testing)",
+    )
+    target.add_argument(
+        "--engine",
+        choices=["model", "dpdk"],
+        default="model",
+        help="run packets on the behavioural model or on P4-DPDK's SWX pipeline",
+    )
+    target.add_argument(
+        "--dpdk-ports", type=int, default=256, metavar="N", help="dpdk: P4 ports 0..N-1"
+    )
+    target.add_argument(
+        "--dpdk-memory-mb", type=int, default=1024, metavar="MB", help="dpdk: DPDK's memory"
+    )
+    target.add_argument(
+        "--affinity-seconds",
+        type=int,
+        default=10800,
+        metavar="SECONDS",
+        help="how long a ClientIP service affinity lasts, for every service (the expiry "
+        "profile's one timeout; match the driver's services.affinity_seconds)",
     )
     target.set_defaults(func=_target)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Protocol
 
 import attrs
 import grpc
@@ -36,6 +37,46 @@ def _status(code: int) -> grpc.StatusCode:
     return _GRPC_STATUS.get(code, grpc.StatusCode.UNKNOWN)
 
 
+class Engine(Protocol):
+    """What executes the pipeline behind the table store. The store decides P4Runtime
+    semantics; an engine mirrors what the store accepted into its data plane and may refuse
+    part of it (felix_p4/softswitch/dpdk.py)."""
+
+    def verify(self, config: p4r.ForwardingPipelineConfig) -> None:
+        """Raise P4RuntimeError if this engine cannot run `config`."""
+
+    def reset(self, tables: TableStore) -> None:
+        """A pipeline is being committed with `tables`: start over from them. Raise
+        P4RuntimeError to refuse it (the current pipeline then stays)."""
+
+    def check(self, update: p4r.Update) -> None:
+        """Raise P4RuntimeError for an update the engine cannot run, before the store sees it."""
+
+    def apply(
+        self, tables: TableStore, accepted: Sequence[tuple[int, p4r.Update]], atomic: bool
+    ) -> dict[int, P4RuntimeError]:
+        """Mirror the (index, update)s the store accepted in one Write. Updates the engine
+        refuses are undone in the store (atomic: all of them) and returned by index."""
+
+
+class ModelEngine:
+    """The behavioural model looks packets up in the store itself: nothing to mirror."""
+
+    def verify(self, config: p4r.ForwardingPipelineConfig) -> None:
+        return None
+
+    def reset(self, tables: TableStore) -> None:
+        return None
+
+    def check(self, update: p4r.Update) -> None:
+        return None
+
+    def apply(
+        self, tables: TableStore, accepted: Sequence[tuple[int, p4r.Update]], atomic: bool
+    ) -> dict[int, P4RuntimeError]:
+        return {}
+
+
 class EmbeddedTarget:
     """One device: its pipeline, table store and arbitration state."""
 
@@ -45,6 +86,7 @@ class EmbeddedTarget:
         *,
         initial_defaults_for: Callable[[p4i.P4Info], InitialDefaults] | None = None,
         table_limits: Mapping[str, int] | None = None,
+        engine: Engine | None = None,
     ) -> None:
         if device_id <= 0:
             raise ValueError(f"device_id must be positive, not {device_id}")
@@ -59,9 +101,11 @@ class EmbeddedTarget:
         self.arbitration = Arbitration(device_id)
         self._initial_defaults_for = initial_defaults_for
         self.table_limits = dict(table_limits or {})
+        self.engine: Engine = engine if engine is not None else ModelEngine()
 
     def verify(self, config: p4r.ForwardingPipelineConfig) -> TableStore:
         """Build the table store `config` describes; raise P4RuntimeError if it cannot."""
+        self.engine.verify(config)
         defaults = None
         if self._initial_defaults_for is not None:
             defaults = self._initial_defaults_for(config.p4info)
@@ -77,6 +121,7 @@ class EmbeddedTarget:
         if reconcile and self.tables is not None:
             kept = tables.carry_over(self.tables)
             log.info("pipeline reconciled, kept entries of tables %s", kept)
+        self.engine.reset(tables)
         stored = p4r.ForwardingPipelineConfig()
         stored.CopyFrom(config)
         self.config = stored
@@ -323,11 +368,14 @@ class _P4RuntimeServicer(p4r_grpc.P4RuntimeServicer):
             callback(request)
         self._check_primary(request)
         tables = self._pipeline()
+        engine = target.engine
         updates = request.updates
         if request.atomicity == p4r.WriteRequest.CONTINUE_ON_ERROR:
             results: list[P4RuntimeError | None] = []
-            for update in updates:
+            accepted: list[tuple[int, p4r.Update]] = []
+            for index, update in enumerate(updates):
                 try:
+                    engine.check(update)
                     tables.write(update)
                 except P4RuntimeError as err:
                     results.append(err)
@@ -335,8 +383,11 @@ class _P4RuntimeServicer(p4r_grpc.P4RuntimeServicer):
                     log.exception("write: internal error applying %s", update)
                     results.append(P4RuntimeError(rpc_code.INTERNAL, f"internal error: {exc}"))
                 else:
-                    target.write_count += 1
+                    accepted.append((index, update))
                     results.append(None)
+            for index, refused in self._engine_apply(tables, accepted, atomic=False).items():
+                results[index] = refused
+            target.write_count += sum(result is None for result in results)
             return results
         if request.atomicity in (
             p4r.WriteRequest.ROLLBACK_ON_ERROR,
@@ -345,20 +396,44 @@ class _P4RuntimeServicer(p4r_grpc.P4RuntimeServicer):
             # The store is only touched from this event loop and the batch is applied
             # without yielding, so no packet sees it half done: all-or-none is also
             # data plane atomic.
-            try:
-                failed = tables.write_atomic(updates)
-            except Exception as exc:
-                log.exception("write: internal error applying an all-or-none batch")
-                raise P4RuntimeError(rpc_code.INTERNAL, f"internal error: {exc}") from exc
-            if failed is None:
+            failures: dict[int, P4RuntimeError] = {}
+            for index, update in enumerate(updates):
+                try:
+                    engine.check(update)
+                except P4RuntimeError as err:
+                    failures[index] = err
+                    break
+            else:
+                try:
+                    failed = tables.write_atomic(updates)
+                except Exception as exc:
+                    log.exception("write: internal error applying an all-or-none batch")
+                    raise P4RuntimeError(rpc_code.INTERNAL, f"internal error: {exc}") from exc
+                if failed is None:
+                    failures = self._engine_apply(tables, list(enumerate(updates)), atomic=True)
+                else:
+                    failures = dict([failed])
+            if not failures:
                 target.write_count += len(updates)
                 return [None] * len(updates)
-            index, error = failed
+            first = min(failures)
             rolled_back = P4RuntimeError(
-                rpc_code.ABORTED, f"not applied: update {index} failed and the batch rolled back"
+                rpc_code.ABORTED, f"not applied: update {first} failed and the batch rolled back"
             )
-            return [error if i == index else rolled_back for i in range(len(updates))]
+            return [failures.get(i, rolled_back) for i in range(len(updates))]
         raise P4RuntimeError(rpc_code.INVALID_ARGUMENT, f"unknown atomicity {request.atomicity}")
+
+    def _engine_apply(
+        self, tables: TableStore, accepted: Sequence[tuple[int, p4r.Update]], atomic: bool
+    ) -> dict[int, P4RuntimeError]:
+        indices = [index for index, _ in accepted]
+        try:
+            return self._target.engine.apply(tables, accepted, atomic)
+        except P4RuntimeError as err:
+            return dict.fromkeys(indices, err)
+        except Exception as exc:
+            log.exception("write: internal error in the %s engine", type(self._target.engine))
+            return dict.fromkeys(indices, P4RuntimeError(rpc_code.INTERNAL, f"internal: {exc}"))
 
     async def Read(
         self, request: p4r.ReadRequest, context: grpc.aio.ServicerContext

@@ -1,8 +1,9 @@
 """The embedded target as a process: P4Runtime plus the felix_p4.Target trace/ports service.
 
 felix_p4.Target is a small gRPC service whose requests and replies are JSON documents
-(so no extra bindings are needed): Trace runs one packet through the behavioural model,
-PortOf hands out stable port numbers for interface names (the "auto" ports mode).
+(so no extra bindings are needed): Trace runs one packet through the engine (the behavioural
+model, or P4-DPDK's SWX pipeline), PortOf hands out stable port numbers for interface names
+(the "auto" ports mode).
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import grpc
 
-from felix_p4.pipeline import PIPELINE
+from felix_p4.pipeline import DEFAULT_AFFINITY_SECONDS, PIPELINE, PROFILE_AFFINITY
 from felix_p4.softswitch.behavioural import FelixPipeline
 from felix_p4.softswitch.client import SERVICE, decode, encode
 from felix_p4.softswitch.packet import PacketError, build, describe
 from felix_p4.softswitch.server import GRPC_SERVER_OPTIONS, EmbeddedTarget, add_p4runtime
+
+if TYPE_CHECKING:
+    from felix_p4.softswitch.dpdk import DpdkEngine, DpdkSettings
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +31,15 @@ FIRST_AUTO_PORT = 1
 
 
 class TargetService:
-    def __init__(self, target: EmbeddedTarget) -> None:
+    def __init__(
+        self,
+        target: EmbeddedTarget,
+        dpdk: DpdkEngine | None = None,
+        affinity_seconds: int = DEFAULT_AFFINITY_SECONDS,
+    ) -> None:
         self.target = target
+        self.affinity_seconds = affinity_seconds
+        self.dpdk = dpdk  # set: packets run through P4-DPDK instead of the behavioural model
         self.ports: dict[str, int] = {}
         self._pipeline: FelixPipeline | None = None
         # A new pipeline means a new table store: flows learned so far are gone with it.
@@ -41,7 +52,9 @@ class TargetService:
         if self._pipeline is None:
             if self.target.tables is None:
                 raise RuntimeError("no pipeline has been set on the target")
-            self._pipeline = FelixPipeline(self.target.tables)
+            self._pipeline = FelixPipeline(
+                self.target.tables, profile_seconds={PROFILE_AFFINITY: self.affinity_seconds}
+            )
         return self._pipeline
 
     def port_of(self, request: dict[str, Any], context: grpc.ServicerContext) -> dict[str, Any]:
@@ -55,19 +68,24 @@ class TargetService:
             port = FIRST_AUTO_PORT
             while port in taken:
                 port += 1
+            if self.dpdk is not None and port >= self.dpdk.settings.n_ports:
+                n_ports = self.dpdk.settings.n_ports
+                raise ValueError(f"no port left for {name!r}: the DPDK target has {n_ports}")
             self.ports[name] = port
         return {"name": name, "port": self.ports[name]}
 
     def trace(self, request: dict[str, Any], context: grpc.ServicerContext) -> dict[str, Any]:
-        pipeline = self.pipeline()
         in_port = request["in_port"]
         if isinstance(in_port, str) and not in_port.isdigit():
             if in_port not in self.ports:
                 raise ValueError(f"no port is known for interface {in_port!r}")
             in_port = self.ports[in_port]
         raw = bytes.fromhex(request["hex"]) if "hex" in request else build(request["packet"])
-        result = pipeline.process(int(in_port), raw, commit=bool(request.get("commit", False)))
-        out = result.to_json(describe)
+        commit = bool(request.get("commit", False))
+        if self.dpdk is not None:
+            out = self.dpdk.trace(int(in_port), raw, commit)
+        else:
+            out = self.pipeline().process(int(in_port), raw, commit=commit).to_json(describe)
         out["in_packet"] = describe(raw)
         return out
 
@@ -102,15 +120,24 @@ async def start_target(
     device_id: int = 1,
     tls: ServerTls | None = None,
     table_limits: dict[str, int] | None = None,
+    engine: Literal["model", "dpdk"] = "model",
+    dpdk: DpdkSettings | None = None,
+    affinity_seconds: int = DEFAULT_AFFINITY_SECONDS,
 ) -> tuple[grpc.aio.Server, int, EmbeddedTarget]:
     """Start P4Runtime + felix_p4.Target on `listen`; returns the server and the bound port.
-    `table_limits` makes tables hold fewer entries than the P4Info says (as some devices do)."""
-    target = EmbeddedTarget(
-        device_id, initial_defaults_for=initial_defaults, table_limits=table_limits
-    )
+    `table_limits` makes tables hold fewer entries than the P4Info says (as some devices do).
+    engine "dpdk" runs packets on P4-DPDK's SWX pipeline (`dpdk` settings; the table limits
+    then size SWX's tables); SwxUnavailable says why it cannot run here."""
+    dpdk_engine: DpdkEngine | None = None
+    if engine == "dpdk":
+        target, dpdk_engine = _dpdk_target(device_id, table_limits, dpdk, affinity_seconds)
+    else:
+        target = EmbeddedTarget(
+            device_id, initial_defaults_for=initial_defaults, table_limits=table_limits
+        )
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     add_p4runtime(server, target)
-    add_target_service(server, TargetService(target))
+    add_target_service(server, TargetService(target, dpdk_engine, affinity_seconds))
     if tls is None:
         port = server.add_insecure_port(listen)
     else:
@@ -125,6 +152,26 @@ async def start_target(
     await server.start()
     log.info("embedded target listening on %s (port %d)", listen, port)
     return server, port, target
+
+
+def _dpdk_target(
+    device_id: int,
+    table_limits: dict[str, int] | None,
+    settings: DpdkSettings | None,
+    affinity_seconds: int,
+) -> tuple[EmbeddedTarget, DpdkEngine]:
+    from felix_p4.softswitch.dpdk import DpdkEngine, DpdkSettings
+    from felix_p4.swx import SwxUnavailable, availability
+
+    reason = availability()
+    if reason is not None:
+        raise SwxUnavailable(reason)
+    settings = attrs.evolve(settings or DpdkSettings(), affinity_seconds=affinity_seconds)
+    if table_limits:
+        settings = attrs.evolve(settings, table_limits={**settings.table_limits, **table_limits})
+    engine = DpdkEngine(settings)
+    target = EmbeddedTarget(device_id, initial_defaults_for=engine.initial_defaults, engine=engine)
+    return target, engine
 
 
 def initial_defaults(p4info: Any) -> dict[str, tuple[str, dict[str, int]]]:

@@ -109,6 +109,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "fsx_learner_stats": (i, (p, s, c.POINTER(u64), c.POINTER(u64), *err)),
         "fsx_selector_stats": (i, (p, s, c.POINTER(u64), *err)),
         "fsx_learner_timeout": (i, (p, s, u32, c.POINTER(u32), *err)),
+        "fsx_learner_timeout_set": (i, (p, s, u32, u32, *err)),
     }
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(lib, name)
@@ -649,3 +650,10 @@ class SwxPipeline:
         seconds = ctypes.c_uint32()
         self._call("fsx_learner_timeout", learner.encode(), timeout_id, ctypes.byref(seconds))
         return seconds.value
+
+    def set_learner_timeout(self, learner: str, timeout_id: int, seconds: int) -> None:
+        """Change one of a learner's timeouts now (not staged); entries learned before keep
+        theirs. DPDK 22.11's rte_swx_ctl_pipeline_learner_timeout_set."""
+        if not 0 < seconds < 1 << 32:
+            raise SwxError(f"learner {learner}: timeout {seconds} s is not in 1..2^32-1")
+        self._call("fsx_learner_timeout_set", learner.encode(), timeout_id, seconds)

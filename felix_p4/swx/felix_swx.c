@@ -1054,3 +1054,21 @@ fsx_learner_timeout(struct fsx_pipeline *x, const char *learner, uint32_t timeou
 		return fail(err, errlen, status, "learner %s: no timeout %u", learner, timeout_id);
 	return 0;
 }
+
+/* Set the learner's timeout `timeout_id` to `seconds` on the live pipeline. Entries learned
+ * before keep the expiry they were given; entries learned afterwards get the new timeout. */
+FSX_EXPORT int
+fsx_learner_timeout_set(struct fsx_pipeline *x, const char *learner, uint32_t timeout_id,
+			uint32_t seconds, char *err, size_t errlen)
+{
+	int id = object_find(x, FSX_KIND_LEARNER, learner), status;
+
+	if (id < 0)
+		return fail(err, errlen, -ENOENT, "no learner table named %s", learner);
+	if (!seconds)
+		return fail(err, errlen, -EINVAL, "learner %s: a timeout must be at least 1 s", learner);
+	status = rte_swx_ctl_pipeline_learner_timeout_set(x->p, (uint32_t)id, timeout_id, seconds);
+	if (status)
+		return fail(err, errlen, status, "learner %s: no timeout %u", learner, timeout_id);
+	return 0;
+}

@@ -237,6 +237,24 @@ def test_learned_entry_expires_after_its_timeout(pipeline):
     assert (stats.misses, stats.learned) == (2, 2)
 
 
+def test_a_timeout_set_on_the_live_pipeline_applies_to_flows_learned_afterwards(pipeline):
+    sent = frame(proto="udp")  # UDP: timeout id 1, 1 s in the spec
+    pipeline.set_learner_timeout("flows", 1, 3600)
+    assert pipeline.learner_timeout_seconds("flows", 1) == 3600
+    with pytest.raises(SwxError, match="timeout 0 s"):
+        pipeline.set_learner_timeout("flows", 1, 0)
+    # Past the spec's 1 s lifetime (at most max(1 s, 2**32 cycles)), the entry is still there.
+    spec_lifetime_max = max(1.0, 2**32 / engine.tsc_hz())
+
+    pipeline.process(0, sent)
+    learned_at = time.monotonic()
+    time.sleep(max(0.0, learned_at + spec_lifetime_max + 0.05 - time.monotonic()))
+    pipeline.process(0, sent)
+
+    stats = pipeline.learner_stats("flows")
+    assert (stats.hits, stats.misses, stats.learned) == (1, 1, 1)
+
+
 def test_a_failed_commit_keeps_earlier_tables_and_drops_the_failing_and_later_ones(pipeline):
     pipeline.table_add("l2_fwd", "match 0x020000000002 action l2_forward port_out 3 smac 0x1")
     for member in range(65):  # nexthops holds 64
