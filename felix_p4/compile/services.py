@@ -43,16 +43,31 @@ class TooManyBackends(ValueError):
 
 
 def bucket_count(backend_count: int) -> int:
-    """The power of two at least BUCKETS_PER_BACKEND x the backends, at most MAX_BUCKETS."""
-    wanted = max(1, BUCKETS_PER_BACKEND * backend_count)
-    return min(MAX_BUCKETS, 1 << (wanted - 1).bit_length())
+    """The smallest power of two that splits evenly among the backends (a power of two of
+    them: one bucket each) or gives each at least BUCKETS_PER_BACKEND (shares then differ by
+    at most a quarter); at most MAX_BUCKETS."""
+    n = max(1, backend_count)
+    size = 1 << (n - 1).bit_length()
+    if size != n:
+        size = 1 << (BUCKETS_PER_BACKEND * n - 1).bit_length()
+    return min(MAX_BUCKETS, size)
+
+
+def _even_enough(size: int, backends: int) -> bool:
+    return size % backends == 0 or size >= BUCKETS_PER_BACKEND * backends
 
 
 def spread(previous: Sequence[Backend | None], chosen: Sequence[Backend]) -> list[Backend]:
     """Each bucket's backend: every backend gets len // n or one more bucket (the first ones
     in order get the extra), keeping as many flows as possible where `previous` sent them
-    (also when the bucket count changes)."""
+    (also when the bucket count changes). The count is bucket_count's, or the previous one
+    while that still spreads evenly enough and is at most 4 times as large."""
     size = bucket_count(len(chosen))
+    # Keep the current count while it still spreads well and is not much larger than needed:
+    # fewer flows change buckets and fewer entries are written.
+    kept = len(previous)
+    if size < kept <= min(MAX_BUCKETS, 4 * size) and _even_enough(kept, len(chosen)):
+        size = kept
     if len(chosen) > size:
         raise TooManyBackends(f"{len(chosen)} backends, more than the {size} buckets")
     base, extra = divmod(size, len(chosen))

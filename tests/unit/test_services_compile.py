@@ -77,10 +77,15 @@ def test_cluster_ip_front_end_points_at_buckets_spread_over_the_backends():
     entities = ServiceCompiler().compile(_service(), [_slice("10.0.0.1", "10.0.0.2")], NODE)
     assert _fronts(entities) == [("10.96.0.10", 80, "to_service")]
     buckets = _buckets(entities)
-    assert sorted(buckets) == list(range(8))  # 4 per backend, a power of two
-    assert Counter(buckets.values()) == {(0x0A000001, 8080): 4, (0x0A000002, 8080): 4}
+    assert sorted(buckets) == [0, 1]  # a power of two of backends: one bucket each
+    assert Counter(buckets.values()) == {(0x0A000001, 8080): 1, (0x0A000002, 8080): 1}
     (front,) = [e for e in entities if e.table == "services"]
-    assert dict(front.params)["bucket_mask"] == 7
+    assert dict(front.params)["bucket_mask"] == 1
+    # Three backends: 16 buckets (4 each at least), 6/5/5.
+    three = ServiceCompiler().compile(
+        _service(), [_slice("10.0.0.1", "10.0.0.2", "10.0.0.3")], NODE
+    )
+    assert sorted(Counter(_buckets(three).values()).values()) == [5, 5, 6]
 
 
 def test_node_port_listens_on_node_addresses_and_no_endpoints_rejects():
@@ -124,22 +129,28 @@ def test_scaling_moves_only_the_buckets_that_change_hands():
 def test_every_backend_gets_its_even_share_of_buckets(count):
     chosen = [(i, 80) for i in range(count)]
     slots = spread([], chosen)
-    assert len(slots) == bucket_count(count) >= 4 * count
+    size = len(slots)
+    assert size == bucket_count(count) and size & (size - 1) == 0
+    assert size % count == 0 or size >= 4 * count
     held = Counter(slots)
     assert set(held) == set(chosen) and max(held.values()) - min(held.values()) <= 1
 
 
 def test_a_changed_bucket_count_keeps_the_flows_whose_backend_stays():
-    # Bucket = hash & (count - 1): after doubling, bucket i holds the flows old bucket i % 8
-    # held. 2 -> 3 backends (8 -> 16 buckets, 6/5/5): 11 of 16 keep their backend.
+    # Bucket = hash & (count - 1): after growing, bucket i holds the flows old bucket i % 2
+    # held. 2 -> 3 backends (2 -> 16 buckets, 6/5/5): 11 of 16 keep their backend.
     a, b, c = (1, 80), (2, 80), (3, 80)
     old = spread([], [a, b])
     grown = spread(old, [a, b, c])
-    kept = [i for i in range(16) if grown[i] == old[i % 8]]
+    kept = [i for i in range(16) if grown[i] == old[i % len(old)]]
     assert len(kept) == 11 and Counter(grown) == {a: 6, b: 5, c: 5}
-    # And back: halving keeps every bucket a or b still owns.
+    # And back to 2 buckets: each keeps its backend where a or b owned it.
     shrunk = spread(grown, [a, b])
-    assert all(shrunk[i] == grown[i] for i in range(8) if grown[i] != c)
+    assert shrunk == [a, b]
+    # 3 -> 4 keeps 16 buckets (an even 4 each) and moves only 4 to the newcomer.
+    d = (4, 80)
+    four = spread(grown, [a, b, c, d])
+    assert len(four) == 16 and sum(four[i] != grown[i] for i in range(16)) == 4
 
 
 def test_a_port_with_more_backends_than_buckets_is_refused():
