@@ -39,3 +39,9 @@ def test_p4c_dpdk_folds_a_ones_complement_sum_wrongly_unless_copy_propagation_is
     frame = struct.pack("!HHH", 0xFFFF, 0x0002, 0)
     assert struct.unpack("!HHH", _run("checksum-fold.spec", frame))[2] == 0x0001  # wrong
     assert struct.unpack("!HHH", _run("checksum-fold-nocopyprop.spec", frame))[2] == 0x0002
+
+
+def test_a_field_read_right_after_a_checksum_instruction_sees_its_result():
+    # Built with the engine's flags (-fno-strict-aliasing); without them it reads 0.
+    out = _run("checksum-alias.spec", struct.pack("!HHH", 0x1234, 95, 0))
+    assert struct.unpack("!HHH", out) == (0x1234, 95, 0x11D5)
