@@ -24,7 +24,16 @@ CACHE = Path(os.environ.get("FELIX_P4_SWX_CACHE", _REPO / "build/swx/cache"))
 
 # Compiler flags for the C that DPDK generates from a spec (DPDK's examples/pipeline uses the
 # same, at -O3; -O2 compiles faster and the generated code is straight-line anyway).
-_CODEGEN_CFLAGS = ("-O2", "-fPIC", "-shared", "-Wno-deprecated-declarations")
+# -fno-strict-aliasing: DPDK's instruction functions write a checksum through a uint16_t
+# pointer and read fields through uint64_t ones; with strict aliasing GCC -O2 may read the
+# field before the checksum is written (docs/upstream-defects.md).
+_CODEGEN_CFLAGS = (
+    "-O2",
+    "-fno-strict-aliasing",
+    "-fPIC",
+    "-shared",
+    "-Wno-deprecated-declarations",
+)
 _ERR_LEN = 1024
 _NAME_LEN = 64
 # Upper bound for pushing one frame through: rx polls every input port round-robin and each
