@@ -82,6 +82,8 @@ class Bench:
             "p4runtime": {"address": address, "plaintext": True},
             "ports": {"mode": "static", "map": self.workload.ports, "host": "host"},
             "services": {"source": "file", "files": [str(self.services_path)]},
+            # The bench host's own networking stays as it is (no NAT tables, no neighbours).
+            "network": {"netlink": False, "nat_outgoing": False},
         }
         if self.args.batch_size:
             settings["p4runtime"]["batch_size"] = self.args.batch_size

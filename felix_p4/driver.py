@@ -19,6 +19,7 @@ from felix_p4.dataplane import Dataplane
 from felix_p4.dataplane.forwarding import NodeSettings
 from felix_p4.felix.session import FelixReader, FelixSession, serve_fds, serve_socket
 from felix_p4.felix.status import FrameSink
+from felix_p4.hostnat import HostNat
 from felix_p4.k8s.convert import endpoint_slice_from_k8s, service_from_k8s
 from felix_p4.k8s.source import FileSource, KubeEvent, KubeSource
 from felix_p4.model.services import ServiceKey
@@ -71,6 +72,7 @@ class Driver:
             static_hops, network.netlink, self._next_hops_changed, network.poll_seconds
         )
         self._found_mac: dict[str, int] = {}
+        self.host_nat = HostNat(network.nat_outgoing)
         self.device = DeviceSession(settings.p4runtime, settings.pipeline, self._wake_up)
         self.state = DataplaneState()
         self.felix: FelixSession | None = None
@@ -150,7 +152,12 @@ class Driver:
         """Apply what changed and tell Felix the outcome for every touched endpoint."""
         felix = self.felix
         assert felix is not None
+        nat_changed = Owner.ROUTES in self.state.changes.touched
         outcome = await dataplane.apply(self.state, set(felix.invalid))
+        if nat_changed and self.state.in_sync and not await self.host_nat.apply(self.state):
+            # Retried at the next apply of the routes manager's concerns.
+            self.state.changes.touched.add(Owner.ROUTES)
+            outcome.retry = True
         metrics.APPLIES.inc()
         metrics.WRITES.labels("ok").inc(outcome.written)
         metrics.WRITES.labels("error").inc(outcome.failed)

@@ -120,6 +120,8 @@ class NetworkSettings:
     next_hops: dict[str, str] = attrs.Factory(dict)
     netlink: bool = True
     poll_seconds: float = attrs.field(default=2.0, validator=_positive)
+    # natOutgoing in the host's own NAT (nftables), as Felix's rules say (felix_p4/hostnat.py).
+    nat_outgoing: bool = True
 
 
 @attrs.frozen(slots=True)

@@ -43,6 +43,7 @@ from felix_p4.pipeline import (
     TUNNEL_IPIP,
     TUNNEL_SOURCES,
     TUNNEL_VXLAN,
+    VXLAN_PORT,
 )
 from felix_p4.pipeline.entries import Exact, TableEntry
 from felix_p4.pipeline.fields import ternary128
@@ -174,6 +175,13 @@ def _route(
             action = TO_NODE6.name
         return TableEntry.make(table, match, action, params, priority), "", (addr.version, addr)
     if route.pool_type == POOL_VXLAN:
+        port = state.config.network.vxlan_port
+        if port != VXLAN_PORT:
+            return (
+                None,
+                f"VXLANPort {port}: the pipeline's parser knows VXLAN on {VXLAN_PORT}",
+                None,
+            )
         remote = state.vteps.get(route.dst_node_name)
         if dst.version == 4:
             if remote is None or remote.parent is None or remote.mac is None:

@@ -127,3 +127,11 @@ def test_tunnel_sources_are_the_other_nodes_and_the_external_list():
         (1, int(IP("10.99.0.0")), full ^ 0xFFFF, 17),
         (2, int(IP("10.99.0.0")), full ^ 0xFFFF, 17),
     }
+
+
+def test_a_vxlan_port_the_parser_does_not_know_is_refused_by_name():
+    state = _state(_route("10.65.1.0/26", REMOTE_WORKLOAD))
+    state.set_config(FelixConfig.from_map({"FelixHostname": ME, "VXLANPort": "8472"}))
+    compiled = compile_routes(state, NODE, {})
+    assert not compiled.routes
+    assert "VXLANPort 8472" in compiled.unresolved[ipaddress.ip_network("10.65.1.0/26")]
