@@ -292,13 +292,22 @@ def apply_host_metadata(state: DataplaneState, pb: fb.HostMetadataUpdate) -> Non
 
 
 def apply_host_metadata_v4v6(state: DataplaneState, pb: fb.HostMetadataV4V6Update) -> None:
+    # Felix sends these in CIDR form ("192.168.1.10/24", the node's subnet with it); bare
+    # addresses are taken too.
     state.set_host(
         HostAddresses(
             pb.hostname,
-            _address(pb.ipv4_addr, 4) if pb.ipv4_addr else None,  # type: ignore[arg-type]
-            _address(pb.ipv6_addr, 6) if pb.ipv6_addr else None,  # type: ignore[arg-type]
+            _interface_address(pb.ipv4_addr, 4) if pb.ipv4_addr else None,  # type: ignore[arg-type]
+            _interface_address(pb.ipv6_addr, 6) if pb.ipv6_addr else None,  # type: ignore[arg-type]
         )
     )
+
+
+def _interface_address(text: str, version: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    address, _, prefix = text.partition("/")
+    if prefix:
+        parse_net(text, "host address")
+    return _address(address, version)
 
 
 def apply_host_metadata_v6(state: DataplaneState, pb: fb.HostMetadataV6Update) -> None:
