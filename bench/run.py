@@ -80,10 +80,20 @@ class Bench:
         settings: dict[str, Any] = {
             # Loopback to our own servers: plaintext, by explicit choice (the driver warns).
             "p4runtime": {"address": address, "plaintext": True},
-            "ports": {"mode": "static", "map": self.workload.ports, "host": "host"},
+            "ports": {
+                "mode": "static",
+                "map": self.workload.ports,
+                "host": "host",
+                "uplink": "uplink",
+            },
             "services": {"source": "file", "files": [str(self.services_path)]},
             # The bench host's own networking stays as it is (no NAT tables, no neighbours).
-            "network": {"netlink": False, "nat_outgoing": False},
+            "network": {
+                "netlink": False,
+                "nat_outgoing": False,
+                "node_mac": "02:00:00:00:00:01",
+                "next_hops": self.workload.next_hops,
+            },
         }
         if self.args.batch_size:
             settings["p4runtime"]["batch_size"] = self.args.batch_size
