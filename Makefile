@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(BIN)/felix-p4 sim examples/three-pods.yaml
 	$(BIN)/felix-p4 sim examples/default-deny.yaml
 	$(BIN)/felix-p4 sim examples/services.yaml
+	$(BIN)/felix-p4 sim examples/two-nodes.yaml
 
 test: $(STAMP) swx-if-dpdk lint typecheck pytest
 

@@ -13,6 +13,7 @@ from calico_proto import felixbackend_pb2 as fb
 
 HOSTNAME = "node-1"
 HOST_PORT = 1
+UPLINK_PORT = 0  # the node's network port (pods take 2 and up)
 TIER = "default"
 
 _LOCAL = int(ipaddress.IPv4Address("10.65.0.0"))  # this node's pods (snapshot)
@@ -51,7 +52,8 @@ class Scale:
 PRESETS: dict[str, Scale] = {
     "tiny": Scale("tiny", 50, 10, 10, 8, 400, 2, 10, 3, 10, 3, 20, 50, 200),
     "small": Scale("small", 1_000, 100, 10, 20, 10_000, 2, 100, 10, 50, 10, 200, 400, 4_000),
-    "S": Scale("S", 10_000, 1_000, 10, 200, 100_000, 10, 1_000, 10, 50, 50, 200, 2_000, 20_000),
+    # S: 101 nodes, so 100 remote ones with their VTEPs and block routes (issue 14's share).
+    "S": Scale("S", 10_000, 1_000, 10, 200, 100_000, 10, 1_000, 10, 50, 101, 200, 2_000, 20_000),
 }
 
 
@@ -74,10 +76,16 @@ class Workload:
     probes: list[EndpointChange]
     churn: list[EndpointChange]
     counts: dict[str, int]
+    # Next-hop MACs of the other nodes, as the host's neighbour table would give them.
+    next_hops: dict[str, str] = attrs.Factory(dict)
 
 
 def _ip(value: int) -> str:
     return str(ipaddress.IPv4Address(value))
+
+
+def _node_mac(prefix: str, value: int) -> str:
+    return prefix + "".join(f":{b:02x}" for b in value.to_bytes(4, "big"))
 
 
 def _hash(text: str, length: int) -> str:
@@ -298,12 +306,12 @@ def generate(scale: Scale, seed: int = 1) -> Workload:
             )
         )
 
-    ports: dict[str, int] = {"host": HOST_PORT}
+    ports: dict[str, int] = {"host": HOST_PORT, "uplink": UPLINK_PORT}
     endpoints: list[fb.ToDataplane] = []
     for i, ip in enumerate(local_ips):
         ns = namespaces[i % len(namespaces)]
         message = endpoint_update(ns, f"app-{i % 7}-{_hash(str(i), 10)}-{_hash(str(ip), 5)}", ip)
-        ports[message.workload_endpoint_update.endpoint.name] = len(ports) + 1
+        ports[message.workload_endpoint_update.endpoint.name] = len(ports)
         endpoints.append(message)
 
     def change(prefix: str, base: int, i: int) -> EndpointChange:
@@ -311,7 +319,7 @@ def generate(scale: Scale, seed: int = 1) -> Workload:
         ip = base + 2 + i
         add = endpoint_update(ns, f"{prefix}-{i}-{_hash(prefix + str(i), 5)}", ip)
         workload_id = add.workload_endpoint_update.id.workload_id
-        ports[add.workload_endpoint_update.endpoint.name] = len(ports) + 1
+        ports[add.workload_endpoint_update.endpoint.name] = len(ports)
         member = f"{_ip(ip)}/32"
         joined = fb.ToDataplane(
             ipset_delta_update=fb.IPSetDeltaUpdate(id=home_set[ns], added_members=[member])
@@ -394,7 +402,8 @@ def generate(scale: Scale, seed: int = 1) -> Workload:
         "nodes": scale.nodes,
         "snapshot_messages": len(snapshot),
     }
-    return Workload(scale, snapshot, kubernetes, ports, probes, churn, counts)
+    next_hops = {_ip(_NODES + 1 + n): _node_mac("02:00", n + 1) for n in range(1, scale.nodes)}
+    return Workload(scale, snapshot, kubernetes, ports, probes, churn, counts, next_hops)
 
 
 def _endpoint_id(workload_id: str) -> fb.WorkloadEndpointID:
@@ -416,7 +425,7 @@ def _node_messages(scale: Scale, rng: random.Random) -> list[fb.ToDataplane]:
         fb.ToDataplane(
             ipam_pool_update=fb.IPAMPoolUpdate(
                 id="10.64.0.0-10",
-                pool=fb.IPAMPool(cidr="10.64.0.0/10", masquerade=True, vxlan_mode="CrossSubnet"),
+                pool=fb.IPAMPool(cidr="10.64.0.0/10", masquerade=True, vxlan_mode="always"),
             )
         )
     )
@@ -428,6 +437,16 @@ def _node_messages(scale: Scale, rng: random.Random) -> list[fb.ToDataplane]:
                     hostname=name,
                     ipv4_addr=_ip(_NODES + 1 + n),
                     labels={"kubernetes.io/hostname": name, "zone": f"z{rng.randrange(3)}"},
+                )
+            )
+        )
+        out.append(
+            fb.ToDataplane(
+                vtep_update=fb.VXLANTunnelEndpointUpdate(
+                    node=name,
+                    mac=_node_mac("66:00", n + 1),
+                    ipv4_addr=_ip(_REMOTE + n * 4 * 64),
+                    parent_device_ip=_ip(_NODES + 1 + n),
                 )
             )
         )

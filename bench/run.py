@@ -80,8 +80,20 @@ class Bench:
         settings: dict[str, Any] = {
             # Loopback to our own servers: plaintext, by explicit choice (the driver warns).
             "p4runtime": {"address": address, "plaintext": True},
-            "ports": {"mode": "static", "map": self.workload.ports, "host": "host"},
+            "ports": {
+                "mode": "static",
+                "map": self.workload.ports,
+                "host": "host",
+                "uplink": "uplink",
+            },
             "services": {"source": "file", "files": [str(self.services_path)]},
+            # The bench host's own networking stays as it is (no NAT tables, no neighbours).
+            "network": {
+                "netlink": False,
+                "nat_outgoing": False,
+                "node_mac": "02:00:00:00:00:01",
+                "next_hops": self.workload.next_hops,
+            },
         }
         if self.args.batch_size:
             settings["p4runtime"]["batch_size"] = self.args.batch_size
@@ -362,10 +374,31 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 
 
 async def count_installed(address: str) -> int:
+    """Entries on the target, and default entries the driver set (the node table's): what
+    the snapshot wrote."""
     client = P4RuntimeClient(address, 1, 1)
     client.open()
     try:
-        return len(await client.read_entities())
+        count = len(await client.read_entities())
+        p4info, _ = load_pipeline(PipelineSettings())
+        for table in p4info.tables:
+            if table.const_default_action_id:
+                continue
+            request = p4r.ReadRequest(
+                device_id=1,
+                entities=[
+                    p4r.Entity(
+                        table_entry=p4r.TableEntry(
+                            table_id=table.preamble.id, is_default_action=True
+                        )
+                    )
+                ],
+            )
+            async for reply in client.stub.Read(request):
+                for entity in reply.entities:
+                    if any(p.value.strip(b"\0") for p in entity.table_entry.action.action.params):
+                        count += 1
+        return count
     finally:
         await client.close()
 

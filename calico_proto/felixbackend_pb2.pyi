@@ -767,16 +767,18 @@ class IPAMPoolRemove(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class IPAMPool(_message.Message):
-    __slots__ = ("cidr", "masquerade", "ipip_mode", "vxlan_mode")
+    __slots__ = ("cidr", "masquerade", "ipip_mode", "vxlan_mode", "allowed_uses")
     CIDR_FIELD_NUMBER: _ClassVar[int]
     MASQUERADE_FIELD_NUMBER: _ClassVar[int]
     IPIP_MODE_FIELD_NUMBER: _ClassVar[int]
     VXLAN_MODE_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_USES_FIELD_NUMBER: _ClassVar[int]
     cidr: str
     masquerade: bool
     ipip_mode: str
     vxlan_mode: str
-    def __init__(self, cidr: _Optional[str] = ..., masquerade: _Optional[bool] = ..., ipip_mode: _Optional[str] = ..., vxlan_mode: _Optional[str] = ...) -> None: ...
+    allowed_uses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cidr: _Optional[str] = ..., masquerade: _Optional[bool] = ..., ipip_mode: _Optional[str] = ..., vxlan_mode: _Optional[str] = ..., allowed_uses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Encapsulation(_message.Message):
     __slots__ = ("ipip_enabled", "vxlan_enabled", "vxlan_enabled_v6")

@@ -19,22 +19,26 @@ from felix_p4.dataplane import Dataplane
 from felix_p4.dataplane.forwarding import NodeSettings
 from felix_p4.felix.session import FelixReader, FelixSession, serve_fds, serve_socket
 from felix_p4.felix.status import FrameSink
+from felix_p4.hostnat import HostNat
 from felix_p4.k8s.convert import endpoint_slice_from_k8s, service_from_k8s
 from felix_p4.k8s.source import FileSource, KubeEvent, KubeSource
 from felix_p4.model.services import ServiceKey
 from felix_p4.model.state import DataplaneState
 from felix_p4.model.values import InvalidObject, parse_mac
+from felix_p4.neighbours import NextHops, interface_mac
 from felix_p4.p4.client import P4RuntimeClientError
 from felix_p4.p4.session import DeviceSession
 from felix_p4.pipeline import Owner
 from felix_p4.ports import PortResolver
-from felix_p4.settings import ConfigError, ServicesSettings, Settings, host_port
+from felix_p4.settings import ConfigError, ServicesSettings, Settings, host_port, uplink_port
 
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
 # Everything a fresh read of the device must be diffed against again.
-ALL_MANAGERS = frozenset({Owner.FORWARDING, Owner.POLICY, Owner.IPSETS, Owner.SERVICES})
+ALL_MANAGERS = frozenset(
+    {Owner.FORWARDING, Owner.POLICY, Owner.IPSETS, Owner.SERVICES, Owner.ROUTES}
+)
 
 
 class Driver:
@@ -56,6 +60,19 @@ class Driver:
             4: _address(settings.services.hairpin_v4, "services.hairpin_v4"),
             6: _address(settings.services.hairpin_v6, "services.hairpin_v6"),
         }
+        network = settings.network
+        try:
+            self.node_mac = parse_mac(network.node_mac) if network.node_mac else None
+            static_hops = {a: parse_mac(m) for a, m in network.next_hops.items()}
+            for address in static_hops:
+                ipaddress.ip_address(address)
+        except (InvalidObject, ValueError) as exc:
+            raise ConfigError(f"network: {exc}") from None
+        self.next_hops = NextHops(
+            static_hops, network.netlink, self._next_hops_changed, network.poll_seconds
+        )
+        self._found_mac: dict[str, int] = {}
+        self.host_nat = HostNat(network.nat_outgoing)
         self.device = DeviceSession(settings.p4runtime, settings.pipeline, self._wake_up)
         self.state = DataplaneState()
         self.felix: FelixSession | None = None
@@ -69,6 +86,28 @@ class Driver:
 
     def _wake_up(self) -> None:
         self._wake.set()
+
+    def _next_hops_changed(self) -> None:
+        self.state.changes.touched.add(Owner.ROUTES)
+        if self.state.in_sync:
+            self._wake.set()
+
+    async def _node_mac(self, state: DataplaneState) -> int:
+        """network.node_mac, else the MAC of the host's interface holding this node's IPv4
+        (or IPv6) address, from netlink; 0 while neither is known."""
+        if self.node_mac is not None:
+            return self.node_mac
+        host = state.hosts.get(state.config.hostname)
+        address = (host.ipv4 or host.ipv6) if host else None
+        if address is None or not self.settings.network.netlink:
+            return 0
+        text = str(address)
+        if text not in self._found_mac:
+            mac = await interface_mac(text)
+            if mac is None:
+                return 0
+            self._found_mac[text] = mac
+        return self._found_mac[text]
 
     @property
     def in_sync(self) -> bool:
@@ -86,10 +125,13 @@ class Driver:
                 self.gateway_mac,
                 host_port(self.settings.ports),
                 self.settings.limits.endpoint_share,
+                uplink_port(self.settings.ports),
             ),
             hairpin=self.hairpin,
             services_enabled=self.service_source is not None,
             affinity_seconds=self.settings.services.affinity_seconds,
+            next_hops=self.next_hops,
+            node_mac=self._node_mac,
         )
         dataplane.recover()
         self.dataplane = dataplane
@@ -110,7 +152,12 @@ class Driver:
         """Apply what changed and tell Felix the outcome for every touched endpoint."""
         felix = self.felix
         assert felix is not None
+        nat_changed = Owner.ROUTES in self.state.changes.touched
         outcome = await dataplane.apply(self.state, set(felix.invalid))
+        if nat_changed and self.state.in_sync and not await self.host_nat.apply(self.state):
+            # Retried at the next apply of the routes manager's concerns.
+            self.state.changes.touched.add(Owner.ROUTES)
+            outcome.retry = True
         metrics.APPLIES.inc()
         metrics.WRITES.labels("ok").inc(outcome.written)
         metrics.WRITES.labels("error").inc(outcome.failed)
@@ -255,6 +302,7 @@ class Driver:
             asyncio.create_task(self._apply_loop(), name="apply"),
             asyncio.create_task(self._liveness(), name="liveness"),
             asyncio.create_task(self._watch_services(), name="services"),
+            asyncio.create_task(self.next_hops.run(), name="next-hops"),
             asyncio.create_task(self.device.watch_tls(self._wake.set), name="tls"),
             asyncio.create_task(self._done.wait(), name="signal"),
         ]

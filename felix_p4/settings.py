@@ -97,11 +97,31 @@ class PortsSettings:
     mode: str = attrs.field(default="auto", validator=_choice(PORT_MODES))
     map: dict[str, int] = attrs.Factory(dict)
     host: str = "host"  # an interface name, or a port number written as digits
+    # The node's network port (tunnels to other nodes, the host's own traffic): an interface
+    # name or a port number; empty: none (other nodes are the host's business).
+    uplink: str = ""
 
 
 @attrs.frozen(slots=True)
 class ForwardingSettings:
     gateway_mac: str = "ee:ee:ee:ee:ee:ee"
+
+
+@attrs.frozen(slots=True)
+class NetworkSettings:
+    """Reaching other nodes through the uplink."""
+
+    # The host's MAC on the network (what peers resolved the node address to): the outer
+    # source of what the pipeline sends to other nodes. Empty: the MAC of the host's
+    # interface that holds the node address, from netlink.
+    node_mac: str = ""
+    # Next hop MACs by address (labs, simulations); others come from the host's neighbour
+    # table (netlink), kept resolved with managed neighbour entries.
+    next_hops: dict[str, str] = attrs.Factory(dict)
+    netlink: bool = True
+    poll_seconds: float = attrs.field(default=2.0, validator=_positive)
+    # natOutgoing in the host's own NAT (nftables), as Felix's rules say (felix_p4/hostnat.py).
+    nat_outgoing: bool = True
 
 
 @attrs.frozen(slots=True)
@@ -141,6 +161,7 @@ class Settings:
     pipeline: PipelineSettings = attrs.Factory(PipelineSettings)
     ports: PortsSettings = attrs.Factory(PortsSettings)
     forwarding: ForwardingSettings = attrs.Factory(ForwardingSettings)
+    network: NetworkSettings = attrs.Factory(NetworkSettings)
     limits: LimitsSettings = attrs.Factory(LimitsSettings)
     services: ServicesSettings = attrs.Factory(ServicesSettings)
     felix: FelixSettings = attrs.Factory(FelixSettings)
@@ -315,3 +336,10 @@ def load_settings(
 def host_port(settings: PortsSettings) -> str | int:
     """The host port: a number when written as digits, else an interface name."""
     return int(settings.host) if settings.host.isdigit() else settings.host
+
+
+def uplink_port(settings: PortsSettings) -> str | int | None:
+    """The uplink: a number when written as digits, an interface name, or None (no uplink)."""
+    if not settings.uplink:
+        return None
+    return int(settings.uplink) if settings.uplink.isdigit() else settings.uplink

@@ -12,6 +12,7 @@
 #include "nat.p4"
 #include "services.p4"
 #include "policy.p4"
+#include "tunnel.p4"
 
 parser MainParserImpl(packet_in pkt, out headers_t hdr, inout metadata_t meta,
                       in pna_main_parser_input_metadata_t istd) {
@@ -31,6 +32,8 @@ control PreControlImpl(in headers_t hdr, inout metadata_t meta,
 control MainControlImpl(inout headers_t hdr, inout metadata_t meta,
                         in pna_main_input_metadata_t istd, inout pna_main_output_metadata_t ostd) {
     FelixPort() port;
+    FelixTunnelIn() tunnel_in;
+    FelixTunnelOut() tunnel_out;
     FelixSummary() summary;
     FelixServices() services;
     FelixRouting() routing;
@@ -83,12 +86,18 @@ control MainControlImpl(inout headers_t hdr, inout metadata_t meta,
         meta.in_port = (bit<32>)istd.input_port;
         meta.rewrite_src = 0;
         meta.rewrite_dst = 0;
+        meta.route_kind = ROUTE_NONE;
         port.apply(hdr, meta);
-        if (meta.drop == 0 && meta.answered == 0 && (hdr.ipv4.isValid() || hdr.ipv6.isValid())) {
+        if (meta.drop == 0 && meta.answered == 0) {
+            tunnel_in.apply(hdr, meta);
+        }
+        if (meta.drop == 0 && meta.answered == 0 && meta.bridge == 0
+                && (hdr.ipv4.isValid() || hdr.ipv6.isValid())) {
             summary.apply(hdr, meta);
             services.apply(hdr, meta);
         }
-        if (meta.drop == 0 && meta.answered == 0 && (hdr.ipv4.isValid() || hdr.ipv6.isValid())) {
+        if (meta.drop == 0 && meta.answered == 0 && meta.bridge == 0
+                && (hdr.ipv4.isValid() || hdr.ipv6.isValid())) {
             if (meta.is_service == 1) {
                 meta.rewrite_dst = 1;
                 if (meta.hairpin == 1) {
@@ -170,7 +179,38 @@ control MainControlImpl(inout headers_t hdr, inout metadata_t meta,
             hdr.addr_key.dst_hi = hdr.flow.dst_hi;
             hdr.addr_key.dst_lo = hdr.flow.dst_lo;
             routing.apply(hdr, meta);
-            if (meta.drop == 0) {
+            // What a route means depends on where the packet came from: the host's own
+            // traffic to and from the network passes through unchanged (what a service
+            // translated goes where the route says); what arrived in a tunnel goes only to
+            // pods or to the host.
+            if (meta.is_service == 1 || meta.reply_nat == 1) {
+                meta.translated = 1;
+            } else {
+                meta.translated = 0;
+            }
+            if (meta.port_kind == PORT_KIND_UPLINK) {
+                if (meta.translated == 0 && meta.route_kind != ROUTE_WORKLOAD
+                        && meta.route_kind != ROUTE_BLACKHOLE) {
+                    meta.bridge = 1;
+                    meta.drop = 0;
+                }
+            } else if (meta.port_kind == PORT_KIND_HOST) {
+                if (meta.translated == 0) {
+                    if (meta.route_kind == ROUTE_HOST || meta.route_kind == ROUTE_NONE) {
+                        meta.bridge = 1;
+                        meta.drop = 0;
+                    }
+                }
+            } else if (meta.port_kind == PORT_KIND_TUNNEL) {
+                if (meta.route_kind != ROUTE_WORKLOAD && meta.route_kind != ROUTE_HOST) {
+                    meta.drop = 1;
+                }
+            }
+            // The host's stack takes only frames addressed to its own MAC.
+            if (meta.route_kind == ROUTE_HOST && meta.bridge == 0 && hdr.node.node_mac != 0) {
+                hdr.ethernet.dst_addr = hdr.node.node_mac;
+            }
+            if (meta.drop == 0 && meta.bridge == 0) {
                 policy.apply(hdr, meta);
                 meta.policy_allowed = 0;
                 if (meta.egress_ok == 1 && meta.ingress_ok == 1) {
@@ -180,9 +220,12 @@ control MainControlImpl(inout headers_t hdr, inout metadata_t meta,
                     meta.drop = 1;
                 }
             }
-            if (meta.drop == 0) {
+            if (meta.drop == 0 && meta.bridge == 0) {
                 rewrite.apply(hdr, meta);
             }
+        }
+        if (meta.drop == 0 && meta.answered == 0) {
+            tunnel_out.apply(hdr, meta);
         }
         // The output port was chosen by the action that routed the packet (SEND_TO_PORT).
         if (meta.drop == 1) {

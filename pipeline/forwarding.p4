@@ -37,6 +37,12 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
         meta.port_kind = PORT_KIND_HOST;
     }
 
+    // The node's network port: other nodes' tunnels, and the host's own traffic.
+    @id(0x0100000c) @name(".uplink_port")
+    action uplink_port() {
+        meta.port_kind = PORT_KIND_UPLINK;
+    }
+
     @id(0x02000001) @name(".port_classify")
     table port_classify {
         key = {
@@ -45,6 +51,7 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
         actions = {
             workload_port;
             host_port;
+            uplink_port;
             @defaultonly drop;
         }
         const default_action = drop;
@@ -154,6 +161,7 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
     apply {
         meta.drop = 0;
         meta.answered = 0;
+        meta.bridge = 0;
         meta.port_kind = PORT_KIND_UNKNOWN;
         meta.egress_program = 0;
         meta.ingress_program = 0;
@@ -166,6 +174,9 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
                     && hdr.arp.ptype == ETHERTYPE_IPV4 && hdr.arp.oper == ARP_OPER_REQUEST) {
                 arp_reply();
                 meta.answered = 1;
+            } else if (meta.port_kind == PORT_KIND_HOST || meta.port_kind == PORT_KIND_UPLINK) {
+                // The host resolving its neighbours on the network, and they resolving it.
+                meta.bridge = 1;
             } else {
                 drop();
             }
@@ -201,6 +212,8 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
                 hdr.addr_key.src_lo = hdr.ipv6.src_addr_lo;
                 source_check_v6.apply();
             }
+        } else if (meta.port_kind == PORT_KIND_HOST || meta.port_kind == PORT_KIND_UPLINK) {
+            meta.bridge = 1;
         } else {
             drop();
         }
@@ -272,6 +285,7 @@ control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
     @id(0x01000005) @name(".to_workload")
     action to_workload(@id(1) bit<32> port, @id(2) bit<48> dmac, @id(3) bit<48> smac,
                        @id(4) bit<16> ingress_program) {
+        meta.route_kind = ROUTE_WORKLOAD;
         SEND_TO_PORT(port);
         hdr.ethernet.dst_addr = dmac;
         hdr.ethernet.src_addr = smac;
@@ -281,7 +295,65 @@ control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
     // Hand to the host (its stack routes off-node traffic and answers for itself).
     @id(0x01000006) @name(".to_host")
     action to_host(@id(1) bit<32> port) {
+        meta.route_kind = ROUTE_HOST;
         SEND_TO_PORT(port);
+    }
+
+    // Another node's pods over VXLAN: its VTEP's parent address (where the outer header goes
+    // and the next hop's key), its VTEP MAC, and the outer checksum seed (tunnel.p4). One
+    // action per family: the IPv4 address goes into the outer header without a narrowing
+    // cast (a temporary each in P4-DPDK).
+    @id(0x0100000d) @name(".to_vxlan")
+    action to_vxlan(@id(1) bit<32> node, @id(2) bit<48> vtep_mac, @id(3) bit<16> csum_seed) {
+        meta.route_kind = ROUTE_VXLAN;
+        hdr.tunnel.hop_hi = 0;
+        hdr.tunnel.hop_lo = (bit<64>)node;
+        hdr.tunnel.hop4 = node;
+        hdr.tunnel.vtep_mac = vtep_mac;
+        hdr.tunnel.csum_seed = csum_seed;
+    }
+
+    @id(0x01000068) @name(".to_vxlan6")
+    action to_vxlan6(@id(1) bit<64> node_hi, @id(2) bit<64> node_lo, @id(3) bit<48> vtep_mac,
+                     @id(4) bit<16> csum_seed) {
+        meta.route_kind = ROUTE_VXLAN;
+        hdr.tunnel.hop_hi = node_hi;
+        hdr.tunnel.hop_lo = node_lo;
+        hdr.tunnel.vtep_mac = vtep_mac;
+        hdr.tunnel.csum_seed = csum_seed;
+    }
+
+    // Another node's pods over IP-in-IP (IPv4 only).
+    @id(0x0100000e) @name(".to_ipip")
+    action to_ipip(@id(1) bit<32> node, @id(2) bit<16> csum_seed) {
+        meta.route_kind = ROUTE_IPIP;
+        hdr.tunnel.hop_hi = 0;
+        hdr.tunnel.hop_lo = (bit<64>)node;
+        hdr.tunnel.hop4 = node;
+        hdr.tunnel.csum_seed = csum_seed;
+    }
+
+    // Another node's pods without encapsulation (no-encap pools, CrossSubnet within the
+    // subnet): routed to the node itself.
+    @id(0x0100000f) @name(".to_node")
+    action to_node(@id(1) bit<32> node) {
+        meta.route_kind = ROUTE_NODE;
+        hdr.tunnel.hop_hi = 0;
+        hdr.tunnel.hop_lo = (bit<64>)node;
+    }
+
+    @id(0x01000069) @name(".to_node6")
+    action to_node6(@id(1) bit<64> node_hi, @id(2) bit<64> node_lo) {
+        meta.route_kind = ROUTE_NODE;
+        hdr.tunnel.hop_hi = node_hi;
+        hdr.tunnel.hop_lo = node_lo;
+    }
+
+    // An address of this node's blocks that no pod has.
+    @id(0x01000067) @name(".blackhole")
+    action blackhole() {
+        meta.route_kind = ROUTE_BLACKHOLE;
+        meta.drop = 1;
     }
 
     @id(0x02000004) @name(".routes_v4")
@@ -292,6 +364,10 @@ control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
         actions = {
             to_workload;
             to_host;
+            to_vxlan;
+            to_ipip;
+            to_node;
+            blackhole;
             no_route;
         }
         default_action = no_route;
@@ -307,6 +383,9 @@ control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
         actions = {
             to_workload;
             to_host;
+            to_vxlan6;
+            to_node6;
+            blackhole;
             no_route;
         }
         default_action = no_route;
@@ -328,25 +407,43 @@ control FelixRouting(inout headers_t hdr, inout metadata_t meta) {
     }
 
     apply {
+        meta.route_kind = ROUTE_NONE;
+        hdr.tunnel.hop_version = hdr.flow.ip_version;
         if (hdr.ipv4.isValid()) {
-            switch (routes_v4.apply().action_run) {
-                to_workload: {
-                    // An expiring packet is dropped: no ICMP time-exceeded is generated.
-                    if (hdr.ipv4.ttl <= 1) {
-                        meta.drop = 1;
-                    } else {
-                        decrement_ttl_v4();
-                    }
-                }
-            }
+            routes_v4.apply();
         } else {
-            switch (routes_v6.apply().action_run) {
-                to_workload: {
-                    if (hdr.ipv6.hop_limit <= 1) {
-                        meta.drop = 1;
-                    } else {
-                        hdr.ipv6.hop_limit = hdr.ipv6.hop_limit - 1;
-                    }
+            routes_v6.apply();
+        }
+        // A routed hop (to a pod, or towards another node's) decrements the TTL; an expiring
+        // packet is dropped (no ICMP time-exceeded is generated). The host's own traffic to
+        // and from the network is bridged, not routed: the wrapper decides which is which.
+        meta.routed = 0;
+        if (meta.route_kind == ROUTE_WORKLOAD) {
+            meta.routed = 1;
+        } else if (meta.route_kind == ROUTE_VXLAN || meta.route_kind == ROUTE_IPIP
+                   || meta.route_kind == ROUTE_NODE) {
+            // (From the uplink these are the host's traffic, bridged: not a hop of ours,
+            // unless a service translated them.)
+            if (meta.port_kind != PORT_KIND_UPLINK) {
+                meta.routed = 1;
+            } else if (meta.is_service == 1) {
+                meta.routed = 1;
+            } else if (meta.reply_nat == 1) {
+                meta.routed = 1;
+            }
+        }
+        if (meta.routed == 1) {
+            if (hdr.ipv4.isValid()) {
+                if (hdr.ipv4.ttl <= 1) {
+                    meta.drop = 1;
+                } else {
+                    decrement_ttl_v4();
+                }
+            } else {
+                if (hdr.ipv6.hop_limit <= 1) {
+                    meta.drop = 1;
+                } else {
+                    hdr.ipv6.hop_limit = hdr.ipv6.hop_limit - 1;
                 }
             }
         }

@@ -21,6 +21,25 @@ const bit<16> ARP_OPER_REPLY     = 2;
 const bit<8> PORT_KIND_UNKNOWN  = 0;
 const bit<8> PORT_KIND_WORKLOAD = 1;
 const bit<8> PORT_KIND_HOST     = 2;
+const bit<8> PORT_KIND_UPLINK   = 3;  // the node's network port
+const bit<8> PORT_KIND_TUNNEL   = 4;  // decapsulated: arrived on the uplink from another node
+
+// What the route chose (meta.route_kind).
+const bit<8> ROUTE_NONE      = 0;
+const bit<8> ROUTE_WORKLOAD  = 1;  // a local pod
+const bit<8> ROUTE_HOST      = 2;  // the host's stack (its addresses, off-cluster destinations)
+const bit<8> ROUTE_VXLAN     = 3;  // another node's pods over VXLAN
+const bit<8> ROUTE_IPIP      = 4;  // another node's pods over IP-in-IP
+const bit<8> ROUTE_NODE      = 5;  // another node's pods, unencapsulated (no-encap, CrossSubnet)
+const bit<8> ROUTE_BLACKHOLE = 6;  // an unused address of this node's blocks
+
+// Encapsulations (the tunnel_sources key's kind).
+const bit<8> TUNNEL_VXLAN = 1;
+const bit<8> TUNNEL_IPIP  = 2;
+// Felix's VXLANPort default; the parser recognises VXLAN by it (a parser cannot select on
+// a runtime value), so the driver refuses another VXLANPort.
+const bit<16> VXLAN_PORT = 4789;
+const bit<8>  VXLAN_FLAG_VNI = 0x08;
 
 header ethernet_t {
     bit<48> dst_addr;
@@ -56,9 +75,9 @@ header ipv4_t {
 }
 
 header ipv6_t {
-    bit<4>   version;
-    bit<8>   traffic_class;
-    bit<20>  flow_label;
+    // Version, traffic class and flow label: one field, as P4-DPDK lays them out anyway (it
+    // merges fields into whole bytes), so a checksum can add the two words they make.
+    bit<32>  version_class_label;
     bit<16>  payload_len;
     bit<8>   next_hdr;
     bit<8>   hop_limit;
@@ -117,6 +136,61 @@ header nd_option_t {
     bit<8>  type;
     bit<8>  length;  // in units of 8 bytes: 1 for Ethernet
     bit<48> mac;
+}
+
+// An outer IPv4 header, as the pipeline builds it: whole bytes only (P4-DPDK merges sub-byte
+// fields anyway; writing them one by one would cost a temporary each).
+header outer_ipv4_t {
+    bit<8>  version_ihl;
+    bit<8>  diffserv;
+    bit<16> total_len;
+    bit<16> identification;
+    bit<16> flags_frag_offset;
+    bit<8>  ttl;
+    bit<8>  protocol;
+    bit<16> hdr_checksum;
+    bit<32> src_addr;
+    bit<32> dst_addr;
+}
+
+header vxlan_t {
+    bit<8>  flags;
+    bit<24> reserved;
+    bit<24> vni;
+    bit<8>  reserved2;
+}
+
+// Looked ahead (never extracted) to tell an encapsulated packet from a plain one before the
+// parser commits to which headers the IP header goes into: the IPv4 header and the UDP ports.
+header probe4_t {
+    bit<4>  version;
+    bit<4>  ihl;
+    bit<8>  diffserv;
+    bit<16> total_len;
+    bit<16> identification;
+    bit<3>  flags;
+    bit<13> frag_offset;
+    bit<8>  ttl;
+    bit<8>  protocol;
+    bit<16> hdr_checksum;
+    bit<32> src_addr;
+    bit<32> dst_addr;
+    bit<16> src_port;
+    bit<16> dst_port;
+}
+
+// The same for IPv6 (no extension headers): the fixed header and the UDP ports.
+header probe6_t {
+    bit<32> version_class_label;
+    bit<16> payload_len;
+    bit<8>  next_hdr;
+    bit<8>  hop_limit;
+    bit<64> src_addr_hi;
+    bit<64> src_addr_lo;
+    bit<64> dst_addr_hi;
+    bit<64> dst_addr_lo;
+    bit<16> src_port;
+    bit<16> dst_port;
 }
 
 // --- scratch headers (set valid by the control, never emitted) ----------------------------
@@ -209,8 +283,45 @@ header nat_t {
     bit<32> dst4;
 }
 
+// The node's own addresses for tunnels and bridging (the node table's one entry).
+header node_t {
+    bit<48> node_mac;     // the host's MAC: outer source, destination of what goes to the host
+    bit<48> vtep_mac;     // this node's VXLAN MACs (IPv4 and IPv6 tunnels)
+    bit<48> vtep_mac6;
+    bit<32> ip4;          // this node's addresses: outer source, where tunnels end
+    bit<64> ip6_hi;
+    bit<64> ip6_lo;
+    bit<24> vni;
+}
+
+// Tunnels: the tunnel_sources key (kind, version, outer source), then the next_hops key
+// (version, address), then what encapsulation writes. The w_* words carry 8-bit values into
+// 16-bit checksum operands (P4-DPDK adds a field as 16-bit words from its start).
+header tunnel_t {
+    bit<8>  kind;
+    bit<8>  ip_version;
+    bit<64> src_hi;
+    bit<64> src_lo;
+    bit<8>  hop_version;
+    bit<64> hop_hi;
+    bit<64> hop_lo;
+    bit<32> hop4;         // the same IPv4 address, for the outer header
+    bit<48> vtep_mac;     // the remote VTEP's MAC: the inner destination
+    bit<16> csum_seed;    // the outer checksum for the route's constant words (see tunnel.p4)
+    bit<16> w_hop;        // inner IPv6 hop limit
+    bit<16> w_next;       // inner IPv6 next header
+    bit<16> inner_len;    // the inner IP packet's length as its header claims
+}
+
 struct headers_t {
     ethernet_t     ethernet;
+    outer_ipv4_t   outer_ipv4;
+    ipv6_t         outer_ipv6;
+    udp_t          outer_udp;
+    vxlan_t        vxlan;
+    ethernet_t     inner_ethernet;
+    probe4_t       probe4;
+    probe6_t       probe6;
     arp_t          arp;
     ipv4_t         ipv4;
     ipv6_t         ipv6;
@@ -227,9 +338,12 @@ struct headers_t {
     rule_key_t     rule_key;
     affinity_key_t affinity_key;
     nat_t          nat;
+    node_t         node;
+    tunnel_t       tunnel;
 }
 
 const bit<8> IP_PROTO_ICMP   = 1;
+const bit<8> IP_PROTO_IPIP   = 4;
 const bit<8> IP_PROTO_TCP    = 6;
 const bit<8> IP_PROTO_UDP    = 17;
 const bit<8> IP_PROTO_ICMPV6 = 58;
@@ -284,6 +398,12 @@ struct metadata_t {
     bit<32> service_group;
     bit<16> bucket;
     bit<16> bucket_mask;
+    // Tunnels and the uplink.
+    bit<8>  route_kind;
+    bit<8>  routed;         // a hop of ours: the TTL goes down
+    bit<8>  bridge;         // the host's own traffic to or from the network: passed through
+    bit<8>  encapsulate;
+    bit<8>  translated;     // a service's request or reply: never bridged
 }
 
 #endif

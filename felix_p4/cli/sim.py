@@ -164,6 +164,9 @@ async def run_scenario(scenario: dict[str, Any], as_json: bool, out: Any = sys.s
         "p4runtime": {"address": address, "plaintext": True},
         "ports": {"mode": "target"},
         "log_level": logging.getLevelName(logging.getLogger().level),
+        # A simulation leaves the host's own networking alone: next hops come from the
+        # scenario's network.next_hops, and no NAT table is written.
+        "network": {"netlink": False, "nat_outgoing": False},
     }
     for section, values in (scenario.get("config") or {}).items():
         if isinstance(values, dict):

@@ -10,13 +10,16 @@ from felix_p4.model.endpoints import WorkloadEndpoint
 from felix_p4.model.values import IPNetwork
 from felix_p4.pipeline import (
     ALLOW_SOURCE,
+    BRIDGE_TO,
     HOST_PORT,
     NO_ROUTE,
+    PEER_PORTS,
     PORT_CLASSIFY,
     ROUTES,
     SOURCE_CHECK,
     TO_HOST,
     TO_WORKLOAD,
+    UPLINK_PORT,
     WORKLOAD_PORT,
 )
 from felix_p4.pipeline.entries import Exact, Lpm, Match, TableEntry
@@ -33,6 +36,7 @@ class CannotForward(Exception):
 class ForwardingSettings:
     gateway_mac: int = DEFAULT_GATEWAY_MAC
     host_port: int | None = None
+    uplink_port: int | None = None
 
 
 def _prefix(name: str, net: IPNetwork) -> tuple[dict[str, Match], int]:
@@ -105,11 +109,24 @@ def blackhole_entries(endpoint: WorkloadEndpoint) -> list[TableEntry]:
 
 
 def node_entries(settings: ForwardingSettings) -> list[TableEntry]:
-    """Node-wide entries: the host port and the catch-all routes that hand traffic to it."""
+    """Node-wide entries: the host port and the catch-all routes that hand traffic to it, and
+    the uplink bridged to the host port."""
     if settings.host_port is None:
         return []
     host = settings.host_port
     entries = [TableEntry.make(PORT_CLASSIFY.name, {"port": Exact(host)}, HOST_PORT.name)]
+    uplink = settings.uplink_port
+    if uplink is not None:
+        # The node's network port, and the bridge carrying the host's own traffic.
+        entries += [
+            TableEntry.make(PORT_CLASSIFY.name, {"port": Exact(uplink)}, UPLINK_PORT.name),
+            TableEntry.make(
+                PEER_PORTS.name, {"port": Exact(host)}, BRIDGE_TO.name, {"port": uplink}
+            ),
+            TableEntry.make(
+                PEER_PORTS.name, {"port": Exact(uplink)}, BRIDGE_TO.name, {"port": host}
+            ),
+        ]
     for version, net in ((4, ipaddress.ip_network("0.0.0.0/0")), (6, ipaddress.ip_network("::/0"))):
         match, priority = _prefix("dst", net)
         entries.append(

@@ -10,20 +10,24 @@ installed program, and nothing is deleted before its replacement is in place.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import attrs
 
 from felix_p4 import metrics
 from felix_p4.compile.forwarding import CannotForward
 from felix_p4.compile.policy import DIRECTIONS, CannotCompile, Program
+from felix_p4.compile.routes import NodeNetwork
 from felix_p4.dataplane.forwarding import ForwardingManager, NodeSettings
 from felix_p4.dataplane.ipsets import IpSetManager
 from felix_p4.dataplane.policy import PolicyManager
+from felix_p4.dataplane.routes import RoutesManager
 from felix_p4.dataplane.services import ServiceManager
 from felix_p4.model.endpoints import WorkloadEndpoint, WorkloadEndpointKey
 from felix_p4.model.policy import IPAddress
 from felix_p4.model.state import DataplaneState
 from felix_p4.model.status import DOWN, ERROR, UP
+from felix_p4.neighbours import NextHops
 from felix_p4.p4.sync import ApplyReport, Refused, SyncEngine
 from felix_p4.pipeline import DEFAULT_AFFINITY_SECONDS, PIPELINE, Owner
 from felix_p4.pipeline.entries import TableEntry
@@ -56,17 +60,29 @@ class Dataplane:
         hairpin: dict[int, IPAddress] | None = None,
         services_enabled: bool = False,
         affinity_seconds: int = DEFAULT_AFFINITY_SECONDS,
+        next_hops: NextHops | None = None,
+        node_mac: Callable[[DataplaneState], Awaitable[int]] | None = None,
     ) -> None:
         self.sync = sync
         self.ipsets = IpSetManager(sync)
         self.policy = PolicyManager(sync, self.ipsets.classifier)
         self.forwarding = ForwardingManager(sync, ports, node)
         self.services = ServiceManager(sync, hairpin or {}, services_enabled, affinity_seconds)
+        self._node_mac = node_mac
+        self.routes = RoutesManager(
+            sync, self._node_network, next_hops or NextHops({}, False, lambda: None)
+        )
         # Endpoints not "up" are revisited at every apply until they are.
         self.not_up: set[WorkloadEndpointKey] = set()
         # Why each endpoint is not up, as last logged: a reason is logged once, not per retry.
         self._explained: dict[WorkloadEndpointKey, str] = {}
         self._recovered = False
+
+    async def _node_network(self, state: DataplaneState) -> NodeNetwork:
+        mac = await self._node_mac(state) if self._node_mac is not None else 0
+        return NodeNetwork(
+            await self.forwarding.host_port(), await self.forwarding.uplink_port(), mac
+        )
 
     def recover(self) -> None:
         """Adopt allocations from what the device holds (after sync.load_installed)."""
@@ -90,6 +106,8 @@ class Dataplane:
             keys |= self.forwarding.affected(changes)
         if Owner.SERVICES in touched or self.services.refused:
             self.services.update(state, changes)
+        if Owner.ROUTES in touched:
+            await self.routes.update(state, changes)
         changes.clear()
         # Felix's order: endpoints waiting for room are admitted first come, first served.
         order = state.endpoint_order

@@ -24,6 +24,7 @@ class NodeSettings:
     gateway_mac: int
     host_port: str | int  # an interface name to resolve, or a port number
     endpoint_share: float = 0.01  # of any table, the most one endpoint may take
+    uplink_port: str | int | None = None  # the node's network port, if any
 
 
 class ForwardingManager:
@@ -42,15 +43,21 @@ class ForwardingManager:
         """Node-wide entries: the host port and the catch-all routes that hand traffic to it."""
         if not changes.node:
             return
-        host = await self._host_port()
+        host, uplink = await self.host_port(), await self.uplink_port()
         self.sync.set_owner(
-            NODE_OWNER, node_entries(ForwardingSettings(self.node.gateway_mac, host))
+            NODE_OWNER, node_entries(ForwardingSettings(self.node.gateway_mac, host, uplink))
         )
 
-    async def _host_port(self) -> int | None:
-        if isinstance(self.node.host_port, int):
-            return self.node.host_port
-        return await self.ports.resolve(self.node.host_port) if self.node.host_port else None
+    async def host_port(self) -> int | None:
+        return await self._resolve(self.node.host_port)
+
+    async def uplink_port(self) -> int | None:
+        return await self._resolve(self.node.uplink_port)
+
+    async def _resolve(self, port: str | int | None) -> int | None:
+        if isinstance(port, int):
+            return port
+        return await self.ports.resolve(port) if port else None
 
     def affected(self, changes: Changes) -> set[WorkloadEndpointKey]:
         return set(changes.endpoints)

@@ -32,7 +32,7 @@ from felix_p4.model.services import (
     parse_port,
     service_protocol,
 )
-from felix_p4.model.state import DataplaneState, HostAddresses, IpamPool, Route
+from felix_p4.model.state import DataplaneState, HostAddresses, IpamPool, Route, Vtep
 from felix_p4.model.values import InvalidObject, IPNetwork, parse_address, parse_mac, parse_net
 
 
@@ -292,13 +292,22 @@ def apply_host_metadata(state: DataplaneState, pb: fb.HostMetadataUpdate) -> Non
 
 
 def apply_host_metadata_v4v6(state: DataplaneState, pb: fb.HostMetadataV4V6Update) -> None:
+    # Felix sends these in CIDR form ("192.168.1.10/24", the node's subnet with it); bare
+    # addresses are taken too.
     state.set_host(
         HostAddresses(
             pb.hostname,
-            _address(pb.ipv4_addr, 4) if pb.ipv4_addr else None,  # type: ignore[arg-type]
-            _address(pb.ipv6_addr, 6) if pb.ipv6_addr else None,  # type: ignore[arg-type]
+            _interface_address(pb.ipv4_addr, 4) if pb.ipv4_addr else None,  # type: ignore[arg-type]
+            _interface_address(pb.ipv6_addr, 6) if pb.ipv6_addr else None,  # type: ignore[arg-type]
         )
     )
+
+
+def _interface_address(text: str, version: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    address, _, prefix = text.partition("/")
+    if prefix:
+        parse_net(text, "host address")
+    return _address(address, version)
 
 
 def apply_host_metadata_v6(state: DataplaneState, pb: fb.HostMetadataV6Update) -> None:
@@ -321,8 +330,20 @@ def apply_host_remove(
 
 def apply_route_update(state: DataplaneState, pb: fb.RouteUpdate) -> None:
     dst = parse_net(pb.dst, "dst")
+    if pb.dst_node_ip:
+        parse_address(pb.dst_node_ip, "dst_node_ip")
     state.upsert_route(
-        Route(dst, int(pb.types), pb.dst_node_name, pb.dst_node_ip, pb.local_workload)
+        Route(
+            dst,
+            int(pb.types),
+            pb.dst_node_name,
+            pb.dst_node_ip,
+            pb.local_workload,
+            pool_type=int(pb.ip_pool_type),
+            same_subnet=pb.same_subnet,
+            nat_outgoing=pb.nat_outgoing,
+            borrowed=pb.borrowed,
+        )
     )
 
 
@@ -338,12 +359,36 @@ def apply_pool_update(state: DataplaneState, pb: fb.IPAMPoolUpdate) -> None:
             pb.pool.masquerade,
             pb.pool.ipip_mode,
             pb.pool.vxlan_mode,
+            tuple(pb.pool.allowed_uses),
         ),
     )
 
 
 def apply_pool_remove(state: DataplaneState, pb: fb.IPAMPoolRemove) -> None:
     state.remove_pool(pb.id)
+
+
+def apply_vtep_update(state: DataplaneState, pb: fb.VXLANTunnelEndpointUpdate) -> None:
+    """A node's VTEPs (a family is usable with its tunnel address, parent and MAC)."""
+    if not pb.node:
+        raise InvalidObject("VTEP update without a node name")
+    v4 = [_address(t, 4) if t else None for t in (pb.ipv4_addr, pb.parent_device_ip)]
+    v6 = [_address(t, 6) if t else None for t in (pb.ipv6_addr, pb.parent_device_ipv6)]
+    state.upsert_vtep(
+        Vtep(
+            pb.node,
+            mac=parse_mac(pb.mac) if pb.mac else None,
+            ipv4=v4[0],  # type: ignore[arg-type]
+            parent=v4[1],  # type: ignore[arg-type]
+            mac_v6=parse_mac(pb.mac_v6) if pb.mac_v6 else None,
+            ipv6=v6[0],  # type: ignore[arg-type]
+            parent_v6=v6[1],  # type: ignore[arg-type]
+        )
+    )
+
+
+def apply_vtep_remove(state: DataplaneState, pb: fb.VXLANTunnelEndpointRemove) -> None:
+    state.remove_vtep(pb.node)
 
 
 def apply_ipset_update(state: DataplaneState, pb: fb.IPSetUpdate) -> None:

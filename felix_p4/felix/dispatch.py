@@ -31,21 +31,24 @@ def _in_sync(state: DataplaneState, pb: Any) -> None:
 
 _ENDPOINT = (Owner.FORWARDING, Owner.POLICY)
 _POLICY = (Owner.POLICY,)
-_NODE = (Owner.SERVICES,)
+_NODE = (Owner.SERVICES, Owner.ROUTES)
 _ROUTES = (Owner.ROUTES,)
-_HOST_WORDS = "node addresses; this node's are where NodePorts listen"
+_HOST_WORDS = (
+    "node addresses: this node's are where NodePorts listen and tunnels start; the others may "
+    "send IP-in-IP"
+)
 
 PAYLOADS: dict[str, Payload] = {
     "in_sync": Payload(
         _in_sync,
-        (Owner.FORWARDING, Owner.SERVICES),
+        (Owner.FORWARDING, Owner.SERVICES, Owner.ROUTES),
         "ends the snapshot: the first apply runs, then DataplaneInSync",
     ),
     "config_update": Payload(
         convert.apply_config,
-        (Owner.SERVICES,),
+        (Owner.SERVICES, Owner.ROUTES),
         "hostname (which endpoints are local to services), ReportingIntervalSecs, "
-        "LogSeverityScreen",
+        "LogSeverityScreen; VXLANVNI, VXLANPort, ExternalNodesCIDRList (tunnels)",
     ),
     "workload_endpoint_update": Payload(
         convert.apply_endpoint_update,
@@ -66,22 +69,19 @@ PAYLOADS: dict[str, Payload] = {
     "route_update": Payload(
         convert.apply_route_update,
         _ROUTES,
-        "routes (model only: non-local destinations go to the host port)",
+        "other nodes' blocks over VXLAN, IP-in-IP or unencapsulated; blackholes for this "
+        "node's unused block addresses; this node's tunnel addresses to the host",
     ),
-    "route_remove": Payload(
-        convert.apply_route_remove,
-        _ROUTES,
-        "routes (model only: non-local destinations go to the host port)",
-    ),
+    "route_remove": Payload(convert.apply_route_remove, _ROUTES, "removes the route's entry"),
     "ipam_pool_update": Payload(
         convert.apply_pool_update,
         _ROUTES,
-        "IP pools (kept in the model; no pipeline entry depends on them)",
+        "IP pools: which pools masquerade (natOutgoing) and which addresses are the cluster's",
     ),
     "ipam_pool_remove": Payload(
         convert.apply_pool_remove,
         _ROUTES,
-        "IP pools (kept in the model; no pipeline entry depends on them)",
+        "IP pools: which pools masquerade (natOutgoing) and which addresses are the cluster's",
     ),
     "ipset_update": Payload(
         convert.apply_ipset_update,
@@ -142,11 +142,12 @@ PAYLOADS: dict[str, Payload] = {
         None, (), "Felix already resolves namespace selectors into IP sets"
     ),
     "vtep_update": Payload(
-        None, (), "off-node traffic is handed to the host port, whose stack encapsulates"
+        convert.apply_vtep_update,
+        _ROUTES,
+        "VXLAN to the node's VTEP (its MAC, parent address); ours: the outer source and MACs; "
+        "the parents may send us VXLAN",
     ),
-    "vtep_remove": Payload(
-        None, (), "off-node traffic is handed to the host port, whose stack encapsulates"
-    ),
+    "vtep_remove": Payload(convert.apply_vtep_remove, _ROUTES, "the node's VXLAN routes go"),
     "wireguard_endpoint_update": Payload(None, (), "WireGuard stays in the host's kernel"),
     "wireguard_endpoint_remove": Payload(None, (), "WireGuard stays in the host's kernel"),
     "wireguard_endpoint_v6_update": Payload(None, (), "WireGuard stays in the host's kernel"),
@@ -155,7 +156,9 @@ PAYLOADS: dict[str, Payload] = {
         None, (), "BGP is the BGP daemon's job, not the dataplane's"
     ),
     "encapsulation": Payload(
-        None, (), "off-node traffic is handed to the host port, whose stack encapsulates"
+        None,
+        (),
+        "each route says its pool's encapsulation; Felix restarts the driver when this changes",
     ),
 }
 

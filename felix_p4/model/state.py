@@ -20,6 +20,19 @@ class HostAddresses:
     ipv6: ipaddress.IPv6Address | None
 
 
+# RouteUpdate.types is a bitmask of Felix's RouteType values.
+REMOTE_WORKLOAD, REMOTE_HOST, LOCAL_WORKLOAD, LOCAL_HOST, REMOTE_TUNNEL, LOCAL_TUNNEL = (
+    1,
+    2,
+    4,
+    8,
+    16,
+    32,
+)
+# RouteUpdate.ip_pool_type: the encapsulation of the pool the destination is in.
+POOL_NONE, POOL_NO_ENCAP, POOL_VXLAN, POOL_IPIP = 0, 1, 2, 3
+
+
 @attrs.frozen(slots=True)
 class Route:
     dst: IPNetwork
@@ -27,6 +40,26 @@ class Route:
     dst_node_name: str
     dst_node_ip: str
     local_workload: bool
+    pool_type: int = POOL_NONE
+    same_subnet: bool = False  # CrossSubnet and the node is in our subnet: no encapsulation
+    nat_outgoing: bool = False
+    borrowed: bool = False
+
+    def has(self, kind: int) -> bool:
+        return bool(self.types & kind)
+
+
+@attrs.frozen(slots=True)
+class Vtep:
+    """A node's VXLAN tunnel endpoints (VXLANTunnelEndpointUpdate), per family."""
+
+    node: str
+    mac: int | None = None
+    ipv4: ipaddress.IPv4Address | None = None  # the tunnel address
+    parent: ipaddress.IPv4Address | None = None  # the node address VXLAN is sent to
+    mac_v6: int | None = None
+    ipv6: ipaddress.IPv6Address | None = None
+    parent_v6: ipaddress.IPv6Address | None = None
 
 
 @attrs.frozen(slots=True)
@@ -35,6 +68,11 @@ class IpamPool:
     masquerade: bool
     ipip_mode: str
     vxlan_mode: str
+    allowed_uses: tuple[str, ...] = ()
+
+    @property
+    def load_balancer_only(self) -> bool:
+        return self.allowed_uses == ("LoadBalancer",)
 
 
 @attrs.define
@@ -59,6 +97,8 @@ class Changes:
     node_addresses: bool = False
     routes: set[IPNetwork] = attrs.Factory(set)
     pools: set[str] = attrs.Factory(set)
+    vteps: set[str] = attrs.Factory(set)
+    hosts: set[str] = attrs.Factory(set)  # any node's addresses (tunnel sources, IP-in-IP)
 
     def __bool__(self) -> bool:
         return bool(self.touched)
@@ -75,6 +115,8 @@ class Changes:
         self.node_addresses = False
         self.routes.clear()
         self.pools.clear()
+        self.vteps.clear()
+        self.hosts.clear()
 
 
 @attrs.define
@@ -92,6 +134,7 @@ class DataplaneState:
     hosts: dict[str, HostAddresses] = attrs.Factory(dict)
     routes: dict[IPNetwork, Route] = attrs.Factory(dict)
     pools: dict[str, IpamPool] = attrs.Factory(dict)
+    vteps: dict[str, Vtep] = attrs.Factory(dict)
     policies: dict[PolicyKey, Policy] = attrs.Factory(dict)
     profiles: dict[str, Profile] = attrs.Factory(dict)
     ipsets: dict[str, IpSet] = attrs.Factory(dict)
@@ -126,11 +169,15 @@ class DataplaneState:
         if self.hosts.get(host.hostname) == host:
             return
         self.hosts[host.hostname] = host
+        self.changes.hosts.add(host.hostname)
         if host.hostname == self.config.hostname:
             self.changes.node_addresses = True
 
     def remove_host(self, hostname: str) -> None:
-        if self.hosts.pop(hostname, None) is not None and hostname == self.config.hostname:
+        if self.hosts.pop(hostname, None) is None:
+            return
+        self.changes.hosts.add(hostname)
+        if hostname == self.config.hostname:
             self.changes.node_addresses = True
 
     def upsert_route(self, route: Route) -> None:
@@ -141,6 +188,15 @@ class DataplaneState:
     def remove_route(self, dst: IPNetwork) -> None:
         if self.routes.pop(dst, None) is not None:
             self.changes.routes.add(dst)
+
+    def upsert_vtep(self, vtep: Vtep) -> None:
+        if self.vteps.get(vtep.node) != vtep:
+            self.vteps[vtep.node] = vtep
+            self.changes.vteps.add(vtep.node)
+
+    def remove_vtep(self, node: str) -> None:
+        if self.vteps.pop(node, None) is not None:
+            self.changes.vteps.add(node)
 
     def upsert_pool(self, pool_id: str, pool: IpamPool) -> None:
         if self.pools.get(pool_id) != pool:

@@ -291,6 +291,25 @@ class P4RuntimeClient:
             raise self._failed("Read", exc) from exc
         return entities
 
+    async def read_default_entries(self, table_ids: Sequence[int]) -> list[p4r.TableEntry]:
+        """The default entries of these tables (one Read, one entity per table)."""
+        if not table_ids:
+            return []
+        request = p4r.ReadRequest(
+            device_id=self.device_id,
+            entities=[
+                p4r.Entity(table_entry=p4r.TableEntry(table_id=t, is_default_action=True))
+                for t in table_ids
+            ],
+        )
+        found: list[p4r.TableEntry] = []
+        try:
+            async for response in self.stub.Read(request, timeout=self.timeout):
+                found.extend(e.table_entry for e in response.entities if e.HasField("table_entry"))
+        except grpc.aio.AioRpcError as exc:
+            raise self._failed("Read", exc) from exc
+        return found
+
     def _failed(self, what: str, exc: grpc.aio.AioRpcError) -> P4RuntimeClientError:
         if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             return TargetSilent(f"{what}: no answer from {self.address} within {self.timeout:g}s")

@@ -124,6 +124,16 @@ class SyncEngine:
             entry = self.schema.decode_entity(pb)
             if entry.table not in self.unmanaged:
                 installed[entry.key] = entry
+        # Default entries the driver sets (the node table's) are compared like the rest, so
+        # a restart rewrites none that is already right. Unclaimed defaults are left alone.
+        defaults = [
+            self.schema.table_id(t.name)
+            for t in PIPELINE.tables
+            if t.default.params and not t.const_default and t.name not in self.unmanaged
+        ]
+        for te in await self.client.read_default_entries(defaults):
+            entry = self.schema.decode_entity(p4r.Entity(table_entry=te))
+            installed[entry.key] = entry
         self.installed = installed
         self._dirty.update(self._installed)
         self._dirty.update(self._claims)

@@ -34,15 +34,16 @@ class Owner(StrEnum):
     IPSETS = "ipsets"
     POLICY = "policy"
     SERVICES = "services"
-    ROUTES = "routes"  # routes and pools are kept in the model; no table depends on them yet
+    ROUTES = "routes"  # other nodes: routes, VTEPs, next hops, the node's tunnel addresses
     DATA_PLANE = "data plane"
 
 
-FORWARDING, IPSETS, POLICY, SERVICE_MANAGER, DATA_PLANE = (
+FORWARDING, IPSETS, POLICY, SERVICE_MANAGER, ROUTE_MANAGER, DATA_PLANE = (
     Owner.FORWARDING,
     Owner.IPSETS,
     Owner.POLICY,
     Owner.SERVICES,
+    Owner.ROUTES,
     Owner.DATA_PLANE,
 )
 
@@ -125,6 +126,7 @@ WORKLOAD_PORT = Action(
     "workload_port", (Param("gateway_mac", 48), Param("egress_program", 16), Param("port", 32))
 )
 HOST_PORT = Action("host_port")
+UPLINK_PORT = Action("uplink_port")
 ALLOW_SOURCE = Action("allow_source")
 TO_WORKLOAD = Action(
     "to_workload",
@@ -132,6 +134,35 @@ TO_WORKLOAD = Action(
 )
 TO_HOST = Action("to_host", (Param("port", 32),))
 NO_ROUTE = Action("no_route")
+# Another node's pods: VXLAN (the VTEP's parent address, its MAC, the outer checksum seed),
+# IP-in-IP (IPv4), or unencapsulated to the node; one action per family for the address.
+CSUM_SEED = Param("csum_seed", 16)
+TO_VXLAN = Action("to_vxlan", (Param("node", 32), Param("vtep_mac", 48), CSUM_SEED))
+TO_VXLAN6 = Action(
+    "to_vxlan6", (Param("node_hi", 64), Param("node_lo", 64), Param("vtep_mac", 48), CSUM_SEED)
+)
+TO_IPIP = Action("to_ipip", (Param("node", 32), CSUM_SEED))
+TO_NODE = Action("to_node", (Param("node", 32),))
+TO_NODE6 = Action("to_node6", (Param("node_hi", 64), Param("node_lo", 64)))
+BLACKHOLE = Action("blackhole")
+NODE_CONFIG = Action(
+    "node_config",
+    (
+        Param("node_mac", 48),
+        Param("vtep_mac", 48),
+        Param("vtep_mac6", 48),
+        Param("ip4", 32),
+        Param("ip6_hi", 64),
+        Param("ip6_lo", 64),
+        Param("vni", 24),
+    ),
+)
+ALLOW_TUNNEL = Action("allow_tunnel")
+DENY_TUNNEL = Action("deny_tunnel")
+BRIDGE_TO = Action("bridge_to", (Param("port", 32),))
+NO_BRIDGE = Action("no_bridge")
+SET_NEXT_HOP = Action("set_next_hop", (Param("dmac", 48), Param("port", 32)))
+NO_NEXT_HOP = Action("no_next_hop")
 SETS = (Param("sets_hi", 64), Param("sets_lo", 64))
 SET_SETS = {"src": Action("set_src_sets", SETS), "dst": Action("set_dst_sets", SETS)}
 ADD_SETS = {"src": Action("add_src_sets", SETS), "dst": Action("add_dst_sets", SETS)}
@@ -178,6 +209,7 @@ ARP_REPLY = Action("arp_reply")
 DECREMENT_TTL_V4 = Action("decrement_ttl_v4")
 ND_ADVERT = Action("nd_advert")
 ND_OPTION_TARGET = Action("nd_option_target")
+DECAPSULATE = Action("decapsulate")
 
 # Expiry profiles of learned entries (PNA expire_time_profile_id): indexes into P4-DPDK's
 # learner timeouts, p4c-dpdk's defaults (10, 30, 60, 120, 300, 43200, 120, 120 seconds); the
@@ -197,7 +229,7 @@ def _ipv6(name: str, match: str) -> tuple[Key, Key]:
 PORT_CLASSIFY = Table(
     "port_classify",
     (Key("port", EXACT, 32),),
-    (WORKLOAD_PORT, HOST_PORT),
+    (WORKLOAD_PORT, HOST_PORT, UPLINK_PORT),
     DROP,
     True,
     65536,
@@ -223,15 +255,54 @@ SOURCE_CHECK = {
         FORWARDING,
     ),
 }
-_ROUTE_ACTIONS = (TO_WORKLOAD, TO_HOST, NO_ROUTE)
+# Routes are written by two managers: forwarding (this node's pods and the defaults to the
+# host) and routes (other nodes' blocks, this node's unused addresses, host addresses).
 ROUTES = {
     4: Table(
-        "routes_v4", (Key("dst", LPM, 32),), _ROUTE_ACTIONS, NO_ROUTE, False, 65536, FORWARDING
+        "routes_v4",
+        (Key("dst", LPM, 32),),
+        (TO_WORKLOAD, TO_HOST, TO_VXLAN, TO_IPIP, TO_NODE, BLACKHOLE, NO_ROUTE),
+        NO_ROUTE,
+        False,
+        65536,
+        FORWARDING,
     ),
     6: Table(
-        "routes_v6", _ipv6("dst", TERNARY), _ROUTE_ACTIONS, NO_ROUTE, False, 65536, FORWARDING
+        "routes_v6",
+        _ipv6("dst", TERNARY),
+        (TO_WORKLOAD, TO_HOST, TO_VXLAN6, TO_NODE6, BLACKHOLE, NO_ROUTE),
+        NO_ROUTE,
+        False,
+        65536,
+        FORWARDING,
     ),
 }
+# The node's own addresses (one default entry): outer source, VTEP MACs, VNI.
+NODE = Table("node", (), (NODE_CONFIG,), NODE_CONFIG, False, 1, ROUTE_MANAGER)
+TUNNEL_VXLAN, TUNNEL_IPIP = 1, 2  # the tunnel_sources key's kind
+VXLAN_PORT = 4789  # the only VXLANPort the parser recognises
+TUNNEL_SOURCES = Table(
+    "tunnel_sources",
+    (Key("kind", EXACT, 8), Key("ip_version", EXACT, 8), *_ipv6("src", TERNARY)),
+    (ALLOW_TUNNEL,),
+    DENY_TUNNEL,
+    True,
+    16384,
+    ROUTE_MANAGER,
+)
+# The host port and the uplink pass the host's own traffic to each other.
+PEER_PORTS = Table(
+    "peer_ports", (Key("port", EXACT, 32),), (BRIDGE_TO,), NO_BRIDGE, True, 64, FORWARDING
+)
+NEXT_HOPS = Table(
+    "next_hops",
+    (Key("ip_version", EXACT, 8), *_ipv6("addr", EXACT)),
+    (SET_NEXT_HOP,),
+    NO_NEXT_HOP,
+    True,
+    16384,
+    ROUTE_MANAGER,
+)
 IPSET = {
     (side, version): Table(
         f"ipset_{side}_v{version}",
@@ -417,7 +488,7 @@ def _tables(*groups: Iterable[Table]) -> tuple[Table, ...]:
 
 PIPELINE = Pipeline(
     tables=_tables(
-        [PORT_CLASSIFY],
+        [NODE, NEXT_HOPS, PORT_CLASSIFY, PEER_PORTS, TUNNEL_SOURCES],
         SOURCE_CHECK.values(),
         # Buckets before the front ends that use them: a widened mask never points at a
         # bucket not yet written (deletes go in reverse order, so a narrowed one neither).
@@ -430,5 +501,5 @@ PIPELINE = Pipeline(
         [CONNTRACK],
     ),
     profiles=(),
-    direct_actions=(ARP_REPLY, DECREMENT_TTL_V4, ND_ADVERT, ND_OPTION_TARGET),
+    direct_actions=(ARP_REPLY, DECREMENT_TTL_V4, ND_ADVERT, ND_OPTION_TARGET, DECAPSULATE),
 )

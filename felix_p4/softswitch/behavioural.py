@@ -25,7 +25,7 @@ from felix_p4 import pipeline as P
 from felix_p4.softswitch.packet import ETH_ARP, ETH_IPV4, ETH_IPV6
 from felix_p4.softswitch.store import Lookup, P4RuntimeError, TableStore
 
-IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, IP_PROTO_ICMPV6 = 1, 6, 17, 58
+IP_PROTO_ICMP, IP_PROTO_IPIP, IP_PROTO_TCP, IP_PROTO_UDP, IP_PROTO_ICMPV6 = 1, 4, 6, 17, 58
 IP_PROTO_SCTP, IP_PROTO_UDPLITE = 132, 136
 ND_SOLICIT, ND_ADVERT = 135, 136
 ND_ADVERT_FLAGS = 0xE0000000
@@ -58,12 +58,21 @@ class Result:
             "reason": self.reason,
             "packet": describe(self.packet) if self.verdict != "drop" else None,
             "trace": self.trace,
+            # The frame as it leaves (the DPDK engine's traces carry it too).
+            **({"out_hex": self.packet.hex()} if self.verdict != "drop" else {}),
         }
 
 
 @attrs.define
 class _Headers:
     eth: bytearray
+    # Encapsulation (parsed on the way in, built on the way out): the inner packet is in the
+    # headers below them, as the P4 parser puts it.
+    outer_ipv4: bytearray | None = None
+    outer_ipv6: bytearray | None = None
+    outer_udp: bytearray | None = None
+    vxlan: bytearray | None = None
+    inner_eth: bytearray | None = None
     arp: bytearray | None = None
     ipv4: bytearray | None = None
     ipv6: bytearray | None = None
@@ -78,6 +87,11 @@ class _Headers:
     def emit(self) -> bytes:
         parts = (
             self.eth,
+            self.outer_ipv4,
+            self.outer_ipv6,
+            self.outer_udp,
+            self.vxlan,
+            self.inner_eth,
             self.arp,
             self.ipv4,
             self.ipv6,
@@ -116,10 +130,30 @@ def frame_shorter_than_claimed(raw: bytes) -> bool:
     return False
 
 
+def _probe(raw: bytes, ether_type: int) -> str:
+    """parser.p4's lookahead: "vxlan4", "ipip", "vxlan6" or "" (a plain packet)."""
+    if ether_type == ETH_IPV4 and len(raw) >= 14 + 24:
+        ihl = raw[14] & 0x0F
+        frag_offset = struct.unpack_from("!H", raw, 20)[0] & 0x1FFF
+        proto = raw[23]
+        (dport,) = struct.unpack_from("!H", raw, 36)
+        if ihl == 5 and frag_offset == 0:
+            if proto == IP_PROTO_UDP and dport == P.VXLAN_PORT:
+                return "vxlan4"
+            if proto == IP_PROTO_IPIP:
+                return "ipip"
+    if ether_type == ETH_IPV6 and len(raw) >= 14 + 44:
+        (dport,) = struct.unpack_from("!H", raw, 56)
+        if raw[20] == IP_PROTO_UDP and dport == P.VXLAN_PORT:
+            return "vxlan6"
+    return ""
+
+
 def parse(raw: bytes) -> _Headers:
-    """pipeline/parser.p4: Ethernet; ARP, IPv4 (fixed header) or IPv6; then the L4 header of
-    unfragmented packets without IPv4 options whose IP length covers it; a neighbour
-    solicitation's target and option."""
+    """pipeline/parser.p4: Ethernet; the outer headers of VXLAN or IP-in-IP and then the
+    inner packet; ARP, IPv4 (fixed header) or IPv6; then the L4 header of unfragmented
+    packets without IPv4 options whose IP length covers it; a neighbour solicitation's target
+    and option."""
     if len(raw) < 14:
         raise ParserError("packet shorter than an Ethernet header")
     hdr = _Headers(bytearray(raw[:14]))
@@ -133,6 +167,27 @@ def parse(raw: bytes) -> _Headers:
         chunk = bytearray(raw[at : at + size])
         at += size
         return chunk
+
+    probe = _probe(raw, ether_type)
+    if probe in ("vxlan4", "ipip"):
+        hdr.outer_ipv4 = take(20, "outer IPv4")
+        (total,) = struct.unpack_from("!H", hdr.outer_ipv4, 2)
+        if probe == "ipip":
+            ether_type = ETH_IPV4 if total >= 32 else 0
+        elif total < 64:
+            ether_type = 0
+    elif probe == "vxlan6":
+        hdr.outer_ipv6 = take(40, "outer IPv6")
+        (payload,) = struct.unpack_from("!H", hdr.outer_ipv6, 4)
+        if payload < 32:
+            ether_type = 0
+    if probe in ("vxlan4", "vxlan6") and ether_type:
+        hdr.outer_udp = take(8, "outer UDP")
+        hdr.vxlan = take(8, "VXLAN")
+        hdr.inner_eth = take(14, "inner Ethernet")
+        (ether_type,) = struct.unpack_from("!H", hdr.inner_eth, 12)
+        if ether_type not in (ETH_IPV4, ETH_IPV6):
+            ether_type = 0
 
     l4_proto = None
     if ether_type == ETH_ARP:
@@ -455,9 +510,10 @@ class FelixPipeline:
 
         # FelixPort
         classify = self._apply(trace, P.PORT_CLASSIFY.name, {"port": in_port})
-        if classify.action not in (P.WORKLOAD_PORT.name, P.HOST_PORT.name):
+        kind = _PORT_KINDS.get(classify.action)
+        if kind is None:
             return Result("drop", None, f"port {in_port} is not a known port", raw, trace)
-        workload = classify.action == P.WORKLOAD_PORT.name
+        workload = kind == "workload"
         gateway_mac = classify.params.get("gateway_mac", 0)
         own_port = classify.params.get("port")
         egress_program = classify.params.get("egress_program", 0)
@@ -468,10 +524,20 @@ class FelixPipeline:
                 return Result(
                     "forward", own_port, "ARP request answered for the gateway", hdr.emit(), trace
                 )
+            if kind in ("host", "uplink"):
+                self._node(trace)
+                return self._bridge(in_port, kind, "ARP", raw, trace)
             return Result("drop", None, "ARP that is not a workload's request", raw, trace)
-        if hdr.ipv4 is None and hdr.ipv6 is None:
+        if (
+            hdr.ipv4 is None
+            and hdr.ipv6 is None
+            and hdr.outer_ipv4 is None
+            and hdr.outer_ipv6 is None
+        ):
+            if kind in ("host", "uplink"):
+                self._node(trace)
+                return self._bridge(in_port, kind, "neither ARP nor IP", raw, trace)
             return Result("drop", None, "neither ARP nor IP", raw, trace)
-        version = 4 if hdr.ipv4 is not None else 6
         if workload and hdr.nd is not None:
             assert hdr.ipv6 is not None
             if not any(hdr.ipv6[8:24]):
@@ -488,7 +554,8 @@ class FelixPipeline:
                 )
             _nd_advert(hdr, gateway_mac)
             return Result("forward", own_port, "neighbour solicitation answered", hdr.emit(), trace)
-        if workload:
+        if workload and (hdr.ipv4 is not None or hdr.ipv6 is not None):
+            version = 4 if hdr.ipv4 is not None else 6
             src = hdr.ipv4[12:16] if hdr.ipv4 is not None else hdr.ipv6[8:24]  # type: ignore[index]
             check = self._apply(
                 trace,
@@ -499,6 +566,17 @@ class FelixPipeline:
                 return Result(
                     "drop", None, "source address not allowed on this port (spoofed)", raw, trace
                 )
+
+        # FelixTunnelIn
+        node = self._node(trace)
+        if hdr.outer_ipv4 is not None or hdr.outer_ipv6 is not None:
+            outcome = self._tunnel_in(hdr, kind, node, trace)
+            if outcome == "bridge":
+                return self._bridge(in_port, kind, "encapsulated for another host", raw, trace)
+            if outcome:
+                return Result("drop", None, outcome, raw, trace)
+            kind = "tunnel"
+        version = 4 if hdr.ipv4 is not None else 6
 
         # FelixSummary and FelixServices
         flow = _summarize(hdr)
@@ -538,28 +616,52 @@ class FelixPipeline:
         ip = hdr.ipv4 if hdr.ipv4 is not None else hdr.ipv6
         assert ip is not None
         route = self._apply(trace, P.ROUTES[version].name, _addr_key("dst", flow.dst, version))
-        ingress_program = 0
-        if route.action == P.TO_WORKLOAD.name:
+        route_kind = _ROUTE_KINDS.get(route.action, "none")
+        translated = service.is_service or service.reply
+        routed = route_kind == "workload" or (
+            route_kind in ("vxlan", "ipip", "node") and (kind != "uplink" or translated)
+        )
+        expired = False
+        if routed:
             ttl_at = 8 if version == 4 else 7
             if ip[ttl_at] <= 1:
-                return Result("drop", None, "TTL / hop limit expired", raw, trace)
-            hdr.eth[0:6] = route.params["dmac"].to_bytes(6, "big")
-            hdr.eth[6:12] = route.params["smac"].to_bytes(6, "big")
-            ingress_program = route.params.get("ingress_program", 0)
-            if version == 4:
+                expired = True
+            elif version == 4:
                 _decrement_ttl_v4(ip)
             else:
                 ip[7] -= 1
+        # What a route means depends on where the packet came from (the wrapper).
+        if kind == "uplink" and not translated and route_kind not in ("workload", "blackhole"):
+            return self._bridge(in_port, kind, "not for this node's pods", raw, trace)
+        if kind == "host" and not translated and route_kind in ("host", "none"):
+            return self._bridge(in_port, kind, "the host's own traffic", raw, trace)
+        if route_kind == "blackhole":
+            return Result("drop", None, "an unused address of this node's blocks", raw, trace)
+        if route_kind == "none":
+            return Result("drop", None, f"no route in {P.ROUTES[version].name}", raw, trace)
+        if expired:
+            return Result("drop", None, "TTL / hop limit expired", raw, trace)
+        if kind == "tunnel" and route_kind not in ("workload", "host"):
+            return Result("drop", None, "tunnelled traffic is not routed on", raw, trace)
+        ingress_program = 0
+        egress_port: int | None
+        if route_kind == "workload":
+            hdr.eth[0:6] = route.params["dmac"].to_bytes(6, "big")
+            hdr.eth[6:12] = route.params["smac"].to_bytes(6, "big")
+            ingress_program = route.params.get("ingress_program", 0)
             verdict, egress_port, reason = (
                 "forward",
                 route.params["port"],
                 "routed to local workload",
             )
-        elif route.action == P.TO_HOST.name:
+        elif route_kind == "host":
+            if node.node_mac:
+                hdr.eth[0:6] = node.node_mac.to_bytes(6, "big")
             verdict, reason = "host", "handed to the host"
             egress_port = route.params["port"]
         else:
-            return Result("drop", None, f"no route in {P.ROUTES[version].name}", raw, trace)
+            verdict, egress_port = "forward", None
+            reason = _TUNNEL_REASON[route_kind].format(_addr_text(_hop(route.params), version))
         if service.is_service:
             reason += (
                 f" (service backend {_addr_text(service.backend[0], version)}:{service.backend[1]})"
@@ -573,7 +675,98 @@ class FelixPipeline:
         # FelixRewrite
         if new_src is not None or new_dst is not None:
             rewrite(hdr, new_src, new_dst)
+
+        # FelixTunnelOut
+        if route_kind in ("vxlan", "ipip", "node"):
+            hop = self._apply(
+                trace,
+                P.NEXT_HOPS.name,
+                {"ip_version": version, **_halves("addr", _hop(route.params))},
+            )
+            if hop.action != P.SET_NEXT_HOP.name:
+                return Result("drop", None, "no next hop towards that node", raw, trace)
+            hdr.eth[0:6] = hop.params["dmac"].to_bytes(6, "big")
+            hdr.eth[6:12] = node.node_mac.to_bytes(6, "big")
+            egress_port = hop.params["port"]
+            if route_kind == "ipip":
+                _encapsulate_ipip(hdr, node, route.params)
+            elif route_kind == "vxlan":
+                _encapsulate_vxlan(hdr, node, route.params, flow, version)
         return Result(verdict, egress_port, reason, hdr.emit(), trace)
+
+    def _node(self, trace: list[dict[str, Any]]) -> _Node:
+        """The node table's one (default) entry."""
+        params = self._apply(trace, P.NODE.name, {}).params
+        return _Node(**{name: params.get(name, 0) for name in _NODE_FIELDS})
+
+    def _bridge(
+        self, in_port: int, kind: str, what: str, raw: bytes, trace: list[dict[str, Any]]
+    ) -> Result:
+        """FelixTunnelOut's bridge: the host's own traffic passes unchanged between the host
+        port and the uplink."""
+        peer = self._apply(trace, P.PEER_PORTS.name, {"port": in_port})
+        if peer.action != P.BRIDGE_TO.name:
+            return Result("drop", None, f"{what}: no port to bridge to", raw, trace)
+        port = peer.params["port"]
+        if kind == "uplink":
+            return Result("host", port, f"{what}: bridged to the host", raw, trace)
+        return Result("forward", port, f"{what}: bridged to the network", raw, trace)
+
+    def _tunnel_in(self, hdr: _Headers, kind: str, node: _Node, trace: list[dict[str, Any]]) -> str:
+        """FelixTunnelIn on a parsed encapsulation: "" (decapsulated), "bridge" (for another
+        host), or why it is dropped."""
+        drop = ""
+        if kind != "uplink":
+            drop = "UDP to the VXLAN port or IP-in-IP from a pod or the host"
+        inner = _inner_len(hdr)
+        if inner is not None:
+            if hdr.vxlan is not None:
+                if hdr.outer_ipv4 is not None:
+                    good = _get16(hdr.outer_ipv4, 2) == (inner + 50) & 0xFFFF
+                else:
+                    assert hdr.outer_ipv6 is not None
+                    good = _get16(hdr.outer_ipv6, 4) == (inner + 30) & 0xFFFF
+            else:
+                assert hdr.outer_ipv4 is not None
+                good = _get16(hdr.outer_ipv4, 2) == (inner + 20) & 0xFFFF
+            if not good:
+                drop = drop or "encapsulated packet whose lengths do not add up"
+        if hdr.outer_ipv4 is not None:
+            source = int.from_bytes(hdr.outer_ipv4[12:16], "big")
+            for_us = node.ip4 != 0 and int.from_bytes(hdr.outer_ipv4[16:20], "big") == node.ip4
+            version = 4
+        else:
+            assert hdr.outer_ipv6 is not None
+            source = int.from_bytes(hdr.outer_ipv6[8:24], "big")
+            ours = (node.ip6_hi << 64) | node.ip6_lo
+            for_us = ours != 0 and int.from_bytes(hdr.outer_ipv6[24:40], "big") == ours
+            version = 6
+        if drop:
+            return drop
+        if not for_us:
+            return "bridge"
+        if inner is None:
+            return "encapsulated packet cut short before the inner IP header"
+        tunnel = P.TUNNEL_VXLAN if hdr.vxlan is not None else P.TUNNEL_IPIP
+        allowed = self._apply(
+            trace,
+            P.TUNNEL_SOURCES.name,
+            {"kind": tunnel, "ip_version": version, **_halves("src", source)},
+        )
+        if allowed.action != P.ALLOW_TUNNEL.name:
+            return f"tunnel from {_addr_text(source, version)}, not a known node"
+        if hdr.vxlan is not None:
+            assert hdr.inner_eth is not None
+            vtep_mac = node.vtep_mac if hdr.outer_ipv4 is not None else node.vtep_mac6
+            if hdr.vxlan[0] != 0x08:
+                return "VXLAN header without the VNI flag"
+            if int.from_bytes(hdr.vxlan[4:7], "big") != node.vni:
+                return "VXLAN with another VNI"
+            if int.from_bytes(hdr.inner_eth[0:6], "big") != vtep_mac:
+                return "VXLAN frame for another MAC than this node's VTEP"
+            hdr.eth[12:14] = hdr.inner_eth[12:14]
+        hdr.outer_ipv4 = hdr.outer_ipv6 = hdr.outer_udp = hdr.vxlan = hdr.inner_eth = None
+        return ""
 
     def _services(
         self, flow: _Flow, profile: int, trace: list[dict[str, Any]], commit: bool
@@ -754,6 +947,125 @@ def _summarize(hdr: _Headers) -> _Flow:
     if hdr.icmp is not None:
         flow.icmp_type, flow.icmp_code = hdr.icmp[0], hdr.icmp[1]
     return flow
+
+
+_PORT_KINDS = {
+    P.WORKLOAD_PORT.name: "workload",
+    P.HOST_PORT.name: "host",
+    P.UPLINK_PORT.name: "uplink",
+}
+_ROUTE_KINDS = {
+    P.TO_WORKLOAD.name: "workload",
+    P.TO_HOST.name: "host",
+    P.TO_VXLAN.name: "vxlan",
+    P.TO_VXLAN6.name: "vxlan",
+    P.TO_IPIP.name: "ipip",
+    P.TO_NODE.name: "node",
+    P.TO_NODE6.name: "node",
+    P.BLACKHOLE.name: "blackhole",
+}
+_TUNNEL_REASON = {
+    "vxlan": "encapsulated (VXLAN) to node {}",
+    "ipip": "encapsulated (IP-in-IP) to node {}",
+    "node": "routed to node {}",
+}
+_NODE_FIELDS = tuple(p.name for p in P.NODE_CONFIG.params)
+
+
+@attrs.frozen
+class _Node:
+    """The node table's parameters (tunnel.p4's node header)."""
+
+    node_mac: int = 0
+    vtep_mac: int = 0
+    vtep_mac6: int = 0
+    ip4: int = 0
+    ip6_hi: int = 0
+    ip6_lo: int = 0
+    vni: int = 0
+
+
+def _hop(params: Mapping[str, int]) -> int:
+    """A tunnel route's node address (to_vxlan, to_ipip and to_node carry the IPv4 one as
+    `node`, their IPv6 forms in halves)."""
+    return params["node"] if "node" in params else _joined(params, "node")
+
+
+def _inner_len(hdr: _Headers) -> int | None:
+    if hdr.ipv4 is not None:
+        return _get16(hdr.ipv4, 2)
+    if hdr.ipv6 is not None:
+        return _get16(hdr.ipv6, 4) + 40
+    return None
+
+
+def _outer_ipv4(protocol: int, total: int, node: _Node, params: Mapping[str, int]) -> bytearray:
+    """tunnel.p4's outer IPv4 header: its checksum is the seed plus the length."""
+    ip = bytearray(
+        struct.pack(
+            "!BBHHHBBHII",
+            0x45,
+            0,
+            total,
+            0,
+            0,
+            64,
+            protocol,
+            params["csum_seed"],
+            node.ip4,
+            params["node"],
+        )
+    )
+    ck = Checksum()
+    ck.subtract(ip[10:12])
+    ck.add(ip[2:4])
+    _put16(ip, 10, ck.get())
+    return ip
+
+
+def _encapsulate_ipip(hdr: _Headers, node: _Node, params: Mapping[str, int]) -> None:
+    assert hdr.ipv4 is not None
+    hdr.outer_ipv4 = _outer_ipv4(IP_PROTO_IPIP, _get16(hdr.ipv4, 2) + 20, node, params)
+
+
+def _encapsulate_vxlan(
+    hdr: _Headers, node: _Node, params: Mapping[str, int], flow: _Flow, version: int
+) -> None:
+    """tunnel.p4's VXLAN: the packet's Ethernet header becomes the outer one; UDP source port
+    from the flow's ports; IPv4 outer UDP checksum zero, IPv6 computed from the seed."""
+    inner_type = bytes(hdr.eth[12:14])
+    vtep_mac = node.vtep_mac if version == 4 else node.vtep_mac6
+    hdr.inner_eth = bytearray(params["vtep_mac"].to_bytes(6, "big") + vtep_mac.to_bytes(6, "big"))
+    hdr.inner_eth += inner_type
+    inner = _inner_len(hdr)
+    assert inner is not None
+    length = (inner + 30) & 0xFFFF  # P4's ipv4 total_len + 30 / payload_len + 70
+    sport = ((flow.src_port ^ flow.dst_port) | 0xC000) & 0xFFFF
+    hdr.vxlan = bytearray(struct.pack("!BBHI", 0x08, 0, 0, node.vni << 8))
+    if version == 4:
+        hdr.eth[12:14] = struct.pack("!H", ETH_IPV4)
+        hdr.outer_udp = bytearray(struct.pack("!HHHH", sport, P.VXLAN_PORT, length, 0))
+        hdr.outer_ipv4 = _outer_ipv4(IP_PROTO_UDP, length + 20, node, params)
+        return
+    assert hdr.ipv6 is not None
+    hdr.eth[12:14] = struct.pack("!H", ETH_IPV6)
+    udp = bytearray(struct.pack("!HHHH", sport, P.VXLAN_PORT, length, params["csum_seed"]))
+    ck = Checksum()
+    ck.subtract(udp[6:8])
+    ck.add(udp[4:6])
+    ck.add(udp[4:6])
+    ck.add(udp[0:2])
+    ck.add(hdr.ipv6[0:4])
+    ck.add(hdr.ipv6[6:7])  # an 8-bit field: the first byte of a word
+    ck.add(struct.pack("!H", hdr.ipv6[7]))
+    ck.subtract(struct.pack("!H", hdr.ipv6[6]))
+    _put16(udp, 6, ck.get())
+    hdr.outer_udp = udp
+    hdr.outer_ipv6 = bytearray(
+        struct.pack("!IHBB", 0x60000000, length, IP_PROTO_UDP, 64)
+        + ((node.ip6_hi << 64) | node.ip6_lo).to_bytes(16, "big")
+        + _joined(params, "node").to_bytes(16, "big")
+    )
 
 
 MASK64 = (1 << 64) - 1

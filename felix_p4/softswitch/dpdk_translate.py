@@ -73,6 +73,7 @@ class TableMap:
     fields: tuple[MatchFieldMap, ...]  # in the spec's key order
     actions: Mapping[int, ActionMap]  # by P4Info action id
     default_action: str  # P4Info name of the spec's initial default action
+    default_params: Mapping[str, int]  # its arguments, by P4Info parameter name
 
     def action_named(self, spec_name: str) -> ActionMap:
         for action in self.actions.values():
@@ -147,10 +148,11 @@ class PipelineMap:
                     f"table {name}: the context's default action is not the spec's "
                     f"{spec_table.default_action}"
                 )
-            if spec.actions[default.spec_name].args:
+            default_params = dict(spec_table.default_args)
+            if set(default_params) != {p.name for p in default.params}:
                 raise TranslationError(
-                    f"table {name}: default action {default.name} takes arguments, which this "
-                    "translation does not read from the spec"
+                    f"table {name}: the spec's default arguments {sorted(default_params)} are "
+                    f"not {default.name}'s parameters"
                 )
             tables.append(
                 TableMap(
@@ -166,6 +168,7 @@ class PipelineMap:
                     fields=fields,
                     actions=action_maps,
                     default_action=default.name,
+                    default_params=default_params,
                 )
             )
         by_spec = {t.spec_name: t.name for t in tables}
@@ -238,7 +241,7 @@ class PipelineMap:
 
     def initial_defaults(self) -> dict[str, tuple[str, dict[str, int]]]:
         """Each table's default action as the spec declares it (the store's initial defaults)."""
-        return {t.name: (t.default_action, {}) for t in self.tables.values()}
+        return {t.name: (t.default_action, dict(t.default_params)) for t in self.tables.values()}
 
 
 def _output_port_field(spec: Spec) -> str:
@@ -254,7 +257,8 @@ def _fields(
     table: str, info: p4i.Table, ctx: Mapping[str, Any], spec_kinds: list[str]
 ) -> tuple[MatchFieldMap, ...]:
     p4_fields = {mf.name: mf for mf in info.match_fields}
-    ctx_fields = sorted(ctx["match_key_fields"], key=lambda f: int(f["position"]))
+    # A keyless table (its default entry only) has no key fields in the context.
+    ctx_fields = sorted(ctx.get("match_key_fields", ()), key=lambda f: int(f["position"]))
     if len(ctx_fields) != len(p4_fields) or len(spec_kinds) != len(p4_fields):
         raise TranslationError(
             f"table {table}: {len(p4_fields)} P4Info key fields, {len(ctx_fields)} in the "

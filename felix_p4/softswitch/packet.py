@@ -102,7 +102,55 @@ def _with_l4_checksum(l4: bytes, proto: int, pseudo: bytes) -> bytes:
 
 
 def build(spec: dict[str, Any]) -> bytes:
-    """Bytes of a packet described in scenario keys; unset keys get what a pod would send."""
+    """Bytes of a packet described in scenario keys; unset keys get what a pod would send.
+    `vxlan: {src, dst, vni, ...}` or `ipip: {src, dst}` wrap it as another node sends it."""
+    if "vxlan" in spec or "ipip" in spec:
+        inner = {k: v for k, v in spec.items() if k not in ("vxlan", "ipip")}
+        return _encapsulated(spec, build(inner))
+    return _plain(spec)
+
+
+def _encapsulated(spec: dict[str, Any], inner: bytes) -> bytes:
+    """The inner frame in VXLAN (UDP 4789, outer IPv4 or IPv6, UDP checksum zero over IPv4)
+    or IP-in-IP (its IP packet after an outer IPv4 header)."""
+    outer = dict(spec.get("vxlan") or spec.get("ipip") or {})
+    try:
+        src = ipaddress.ip_address(str(outer["src"]))
+        dst = ipaddress.ip_address(str(outer["dst"]))
+    except (KeyError, ValueError) as exc:
+        raise PacketError(f"the outer header needs valid src and dst addresses: {exc}") from None
+    src_mac = mac_bytes(str(outer.get("src_mac", "02:00:00:00:00:02")))
+    dst_mac = mac_bytes(str(outer.get("dst_mac", "02:00:00:00:00:01")))
+    if "ipip" in spec:
+        if src.version != 4 or dst.version != 4 or inner[12:14] != struct.pack("!H", ETH_IPV4):
+            raise PacketError("IP-in-IP carries IPv4 in IPv4")
+        payload, proto = inner[14:], 4
+    else:
+        inner_dst = outer.get("inner_dst_mac")
+        inner_src = outer.get("inner_src_mac")
+        frame = (mac_bytes(str(inner_dst)) if inner_dst else inner[:6]) + (
+            mac_bytes(str(inner_src)) if inner_src else inner[6:12]
+        )
+        vni = int(outer.get("vni", 4096))
+        vxlan = struct.pack("!BBHI", 0x08, 0, 0, vni << 8)
+        body = vxlan + frame + inner[12:]
+        udp = struct.pack("!HHHH", int(outer.get("sport", 49152)), 4789, 8 + len(body), 0)
+        payload, proto = udp + body, 17
+        if src.version == 6:
+            pseudo = src.packed + dst.packed + struct.pack("!IxxxB", len(payload), proto)
+            value = checksum(pseudo + payload) or 0xFFFF
+            payload = payload[:6] + struct.pack("!H", value) + payload[8:]
+    if src.version == 4:
+        header = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, 64, proto, 0, src.packed, dst.packed
+        )
+        header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
+        return dst_mac + src_mac + struct.pack("!H", ETH_IPV4) + header + payload
+    header = struct.pack("!IHBB16s16s", 6 << 28, len(payload), proto, 64, src.packed, dst.packed)
+    return dst_mac + src_mac + struct.pack("!H", ETH_IPV6) + header + payload
+
+
+def _plain(spec: dict[str, Any]) -> bytes:
     src_mac = mac_bytes(str(spec.get("src_mac", DEFAULT_POD_MAC)))
     dst_mac = mac_bytes(str(spec.get("dst_mac", DEFAULT_GATEWAY_MAC)))
     proto_text = str(spec.get("proto", "tcp")).lower()
@@ -156,6 +204,16 @@ def describe(raw: bytes) -> dict[str, Any]:
             arp_tha=mac_text(tha),
         )
         return out
+    encap = _outer(ether_type, body)
+    if encap is not None:
+        what, inner = encap
+        described = describe(inner)
+        return {
+            **described,
+            **what,
+            "outer_dst_mac": out["dst_mac"],
+            "outer_src_mac": out["src_mac"],
+        }
     if ether_type == ETH_IPV4 and len(body) >= 20:
         ihl = (body[0] & 0x0F) * 4
         proto = body[9]
@@ -185,3 +243,23 @@ def describe(raw: bytes) -> dict[str, Any]:
     elif proto in (1, 58) and len(l4) >= 2:
         out["icmp_type"], out["icmp_code"] = l4[0], l4[1]
     return out
+
+
+def _outer(ether_type: int, body: bytes) -> tuple[dict[str, Any], bytes] | None:
+    """An encapsulation's outer fields and the inner frame (IP-in-IP: with the outer Ethernet
+    header), or None for a plain packet."""
+    if ether_type == ETH_IPV4 and len(body) >= 20 and body[0] == 0x45:
+        src, dst = str(ipaddress.IPv4Address(body[12:16])), str(ipaddress.IPv4Address(body[16:20]))
+        proto, rest = body[9], body[20:]
+    elif ether_type == ETH_IPV6 and len(body) >= 40:
+        src, dst = str(ipaddress.IPv6Address(body[8:24])), str(ipaddress.IPv6Address(body[24:40]))
+        proto, rest = body[6], body[40:]
+    else:
+        return None
+    if proto == 4 and len(rest) >= 20:
+        frame = b"\0" * 12 + struct.pack("!H", ETH_IPV4) + rest
+        return {"encap": "ipip", "outer_src": src, "outer_dst": dst}, frame
+    if proto == 17 and len(rest) >= 30 and struct.unpack("!H", rest[2:4])[0] == 4789:
+        vni = int.from_bytes(rest[12:15], "big")
+        return {"encap": "vxlan", "outer_src": src, "outer_dst": dst, "vni": vni}, rest[16:]
+    return None

@@ -179,7 +179,9 @@ def initial_defaults(p4info: Any) -> dict[str, tuple[str, dict[str, int]]]:
     only a table's const default)."""
     names = {t.preamble.name for t in p4info.tables}
     return {
-        t.name: (t.default.name, {})
+        # A default with parameters starts with all of them zero, as the program declares
+        # (the node table's).
+        t.name: (t.default.name, {p.name: 0 for p in t.default.params})
         for t in PIPELINE.tables
         if not t.const_default and not t.profile and t.name in names
     }

@@ -67,6 +67,7 @@ class Table:
     size: int
     learner: bool = False
     timeouts: tuple[int, ...] = ()
+    default_args: tuple[tuple[str, int], ...] = ()  # the default action's arguments
 
 
 @attrs.frozen(slots=True)
@@ -212,6 +213,7 @@ def _table(name: str, body: list[str], learner: bool) -> Table:
     actions: list[str] = []
     timeouts: list[int] = []
     default = ""
+    default_args: list[tuple[str, int]] = []
     size = 0
     section = ""
     for text in body:
@@ -232,9 +234,24 @@ def _table(name: str, body: list[str], learner: bool) -> Table:
             timeouts.append(int(words[0], 0))
         elif words[0] == "default_action":
             default = words[1]
+            # default_action <action> args none | args <name> <value> ... [const]
+            rest = words[3:] if len(words) > 2 and words[2] == "args" else []
+            if rest and rest[-1] == "const":
+                rest = rest[:-1]
+            if rest != ["none"]:
+                default_args = [(rest[i], int(rest[i + 1], 0)) for i in range(0, len(rest) - 1, 2)]
         elif words[0] == "size":
             size = int(words[1], 0)
-    return Table(name, tuple(key), tuple(actions), default, size, learner, tuple(timeouts))
+    return Table(
+        name,
+        tuple(key),
+        tuple(actions),
+        default,
+        size,
+        learner,
+        tuple(timeouts),
+        tuple(default_args),
+    )
 
 
 def _pow2(value: int) -> int:

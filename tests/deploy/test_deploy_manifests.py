@@ -76,6 +76,7 @@ def check_felix_configuration(resource: dict[str, Any]) -> None:
         schema = FACTS["spec_fields"][field]
         assert isinstance(value, python_types[schema["type"]]), f"{name}: spec.{field} type"
         assert len(str(value)) <= schema.get("maxLength", len(str(value)))
+        assert value in schema.get("enum", [value]), f"{name}: spec.{field} = {value!r}"
     if "nodeSelector" in spec:
         forbidden = FACTS["node_selector_forbidden"]
         assert name not in forbidden["names"], f"{name}: nodeSelector not allowed here"

@@ -162,6 +162,8 @@ async def felix_driver(
         "p4runtime": {"address": address, "plaintext": True},
         "ports": {"mode": "static", "map": PORTS},
         "log_level": "DEBUG",
+        # Nothing of the test machine's own networking: no neighbour entries, no NAT tables.
+        "network": {"netlink": False, "nat_outgoing": False},
     }
     for key, value in (settings or {}).items():
         if isinstance(value, dict):

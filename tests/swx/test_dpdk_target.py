@@ -297,6 +297,7 @@ def test_the_trace_lists_every_table_hit_or_missed_in_pipeline_order(target):
             assert rows(first) == [
                 ("port_classify", True, "workload_port"),
                 ("source_check_v4", True, "allow_source"),
+                ("node", False, "node_config"),  # keyless: its default entry
                 ("services", False, "not_service"),
                 ("service_replies", False, "reverse_learn"),
                 ("routes_v4", True, "to_workload"),

@@ -49,14 +49,16 @@ def test_every_p4info_table_and_action_resolves_to_the_spec_by_the_context():
 
 
 def test_the_tables_keep_the_order_the_pipeline_applies_them():
-    assert MAP.order[:5] == (
+    assert MAP.order[:7] == (
         "port_classify",
         "source_check_v4",
         "source_check_v6",
+        "node",
+        "tunnel_sources",
         "services",
         "service_backends",
     )
-    assert MAP.order[-1] == "conntrack"
+    assert MAP.order[-3:] == ("conntrack", "peer_ports", "next_hops")
     assert MAP.order.index("egress_stage_6") < MAP.order.index("ingress_stage_0")
 
 
@@ -146,12 +148,22 @@ def test_the_parameters_that_become_the_output_port_are_found_in_the_spec():
         ("routes_v4", "to_host"): ["port"],
         ("routes_v6", "to_workload"): ["port"],
         ("routes_v6", "to_host"): ["port"],
+        ("peer_ports", "bridge_to"): ["port"],
+        ("next_hops", "set_next_hop"): ["port"],
     }  # not set_backend's port: that is an L4 port
 
 
 def test_only_all_exact_contiguous_keys_are_swx_hash_tables():
     hashed = {t.name for t in MAP.tables.values() if t.hashed}
-    assert hashed == {"port_classify", "services", "service_backends", "portset_src", "portset_dst"}
+    assert hashed == {
+        "port_classify",
+        "peer_ports",
+        "next_hops",
+        "services",
+        "service_backends",
+        "portset_src",
+        "portset_dst",
+    }
     assert MAP.by_name["egress_stage_0"].prioritised
     assert not MAP.by_name["routes_v4"].prioritised
 
