@@ -630,9 +630,19 @@ def _drop_reason(in_port: int, frame: bytes, trace: list[dict[str, Any]]) -> str
 def _read_entry(
     tables: TableStore, table: TableMap, match: Sequence[p4r.FieldMatch], priority: int
 ) -> p4r.TableEntry | None:
+    """The stored entry with exactly this match and priority. A read is a filter: a match
+    with no fields (an all don't-care entry, such as the 0.0.0.0/0 route) reads every entry."""
     query = p4r.TableEntry(table_id=table.p4_id, match=match, priority=priority)
-    found = tables.read(p4r.Entity(table_entry=query))
-    return found[0].table_entry if found else None
+    wanted = _match_key(match)
+    for entity in tables.read(p4r.Entity(table_entry=query)):
+        te = entity.table_entry
+        if te.priority == priority and _match_key(te.match) == wanted:
+            return te
+    return None
+
+
+def _match_key(match: Sequence[p4r.FieldMatch]) -> list[bytes]:
+    return sorted(m.SerializeToString(deterministic=True) for m in match)
 
 
 def _read_default(tables: TableStore, table: TableMap) -> p4r.TableEntry:

@@ -393,6 +393,29 @@ def test_the_default_route_is_modified_to_the_host_and_reset(target):
     run(main())
 
 
+def test_a_catch_all_route_written_after_others_is_programmed_as_itself(target):
+    """The driver's 0.0.0.0/0 route has no match fields; the engine once read it back with a
+    field-less (wildcard) read, took the first stored route for it and programmed that one
+    twice, so traffic for the host found no route (found by ping in tests/netns)."""
+
+    async def main() -> None:
+        async with device(target) as dev:
+            await dev.write(*two_workloads())
+            catch_all = TableEntry("routes_v4", (), "to_host", (("port", HOST),))
+            assert await dev.write(insert(catch_all)) == [rpc_code.OK]
+
+            out = await dev.send(PORT_A, tcp(dst="192.0.2.11"))
+            assert (out["verdict"], out["egress_port"]) == ("host", HOST)
+            assert (await dev.send(PORT_A, tcp(sport=40001)))["egress_port"] == PORT_B
+
+            assert await dev.write(delete(catch_all)) == [rpc_code.OK]
+            gone = await dev.send(PORT_A, tcp(dst="192.0.2.11", sport=40002))
+            assert gone["reason"] == "no route in routes_v4"
+            assert (await dev.send(PORT_A, tcp(sport=40003)))["egress_port"] == PORT_B
+
+    run(main())
+
+
 def test_a_frame_shorter_than_its_ip_header_claims_is_dropped_at_the_port(target):
     async def main() -> None:
         async with device(target) as dev:
