@@ -65,7 +65,7 @@ class DpdkSettings:
     # P4Info table name -> entries SWX holds, fewer than the P4Info says (testing, small devices)
     table_limits: Mapping[str, int] = attrs.field(factory=dict)
     # P4 port -> caller-owned non-blocking fd (AF_PACKET socket, TAP fd) instead of a test port:
-    # where `felix-p4 target --port NAME=N` will bind ports to interfaces.
+    # how `felix-p4 target --port NAME=N` binds ports to interfaces (softswitch/interfaces.py).
     port_fds: Mapping[int, int] = attrs.field(factory=dict)
 
 
@@ -127,6 +127,12 @@ class DpdkEngine:
             self.map = PipelineMap.build(self.p4info, context, swx_spec.parse(self._spec_text))
         if self.settings.n_ports < 1:
             raise ValueError("the DPDK engine needs at least one port")
+        outside = sorted(p for p in self.settings.port_fds if not 0 <= p < self.settings.n_ports)
+        if outside:
+            raise ValueError(
+                f"ports {outside} bound to interfaces are not ports of this target "
+                f"(ports 0..{self.settings.n_ports - 1})"
+            )
         self.pipeline: SwxPipeline | None = None
         self._mirrors: dict[int, _TableMirror] = {}
 
