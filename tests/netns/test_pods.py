@@ -1,0 +1,169 @@
+"""Real pods through felix-p4, on each engine: Linux kernels in network namespaces send and
+judge the frames (ARP, neighbour discovery, checksums, TCP), the driver runs as Felix runs it
+and the target's ports are the pods' interfaces. Root only; skipped with the reason elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import grpc
+import pytest
+from scapy.layers.inet import ICMP, IP
+from scapy.layers.l2 import Ether
+
+from felix_p4.lab import felix as lab_felix
+from felix_p4.lab.checks import (
+    Outcome,
+    gateway_neighbours,
+    http_digest,
+    http_get,
+    ping,
+)
+from felix_p4.lab.demo import scenario
+from felix_p4.lab.node import www_root
+from felix_p4.lab.topology import GATEWAY_MAC, GATEWAY_V4, GATEWAY_V6, in_namespace
+from felix_p4.softswitch.client import TargetClient
+
+pytestmark = pytest.mark.netns
+
+PACKET_HOST = 0
+
+
+def failures(outcomes: list[Outcome]) -> str:
+    return "\n".join(o.line() for o in outcomes if not o.ok)
+
+
+def test_the_demo_works_pod_to_pod_through_services_to_the_host_and_under_policy(running):
+    lines: list[str] = []
+
+    outcomes = running.run(scenario(running.lab, running.node, lines.append), timeout=100)
+
+    assert outcomes and not failures(outcomes), "\n".join(lines)
+
+
+def test_the_port_service_hands_the_driver_the_bound_port_numbers(running):
+    async def ports() -> dict[str, int]:
+        async with grpc.aio.insecure_channel(running.node.p4runtime) as channel:
+            client = TargetClient(channel)
+            return {name: await client.port_of(name) for name in running.lab.ports}
+
+    assert running.run(ports()) == running.lab.ports
+
+
+def test_the_pipeline_answers_arp_and_neighbour_discovery_as_the_pods_kernel_expects(running):
+    lab = running.lab
+    web = lab.pod("web")
+    for address in (web.ipv4, web.ipv6):
+        outcome = running.run(ping(lab, "client", address, count=1))
+        assert outcome.ok, outcome.line()
+
+    # Both gateways resolved to the gateway MAC, the IPv6 one from an advertisement the kernel
+    # accepted (checksum, hop limit 255, target) and marked as a router's.
+    assert gateway_neighbours(lab, lab.pod("client")) == {
+        GATEWAY_V4: (GATEWAY_MAC, False),
+        GATEWAY_V6: (GATEWAY_MAC, True),
+    }
+
+
+def test_large_transfers_arrive_intact_through_services_and_from_the_node(running):
+    lab, node = running.lab, running.node
+    body = os.urandom(3_000_000)
+    for namespace in (lab.pod_ns(lab.pod("web")), lab.node_ns):
+        (www_root(node.workdir, namespace) / "big.bin").write_bytes(body)
+    _, node_v4, node_v6 = lab_felix.NODE_SERVICE
+    _, web_v4, web_v6 = lab_felix.POD_SERVICE
+    urls = [
+        f"http://{node_v4}/big.bin",
+        f"http://[{node_v6}]/big.bin",
+        f"http://{web_v4}/big.bin",
+        f"http://[{web_v6}]/big.bin",
+        f"http://{lab.node.ipv4}:{lab_felix.HTTP_PORT}/big.bin",
+    ]
+
+    outcomes = [running.run(http_digest(lab, "intruder", url, body)) for url in urls]
+
+    assert not failures(outcomes)
+
+
+def test_the_node_reaches_the_pods_through_the_host_port(running):
+    lab = running.lab
+    web = lab.pod("web")
+    outcomes = [
+        running.run(ping(lab, "node", web.ipv4)),
+        running.run(ping(lab, "node", web.ipv6)),
+        running.run(http_get(lab, "node", f"http://{web.ipv4}:{lab_felix.HTTP_PORT}/")),
+    ]
+
+    assert not failures(outcomes)
+
+
+def test_a_pod_reaching_itself_through_its_service_is_answered(running):
+    lab = running.lab
+    _, web_v4, web_v6 = lab_felix.POD_SERVICE
+    outcomes = [
+        running.run(http_get(lab, "web", f"http://{web_v4}/", body="default/web")),
+        running.run(http_get(lab, "web", f"http://[{web_v6}]/", body="default/web")),
+    ]
+
+    assert not failures(outcomes)
+
+
+def test_a_frame_shorter_than_its_ip_header_claims_never_reaches_the_other_pod(running):
+    lab = running.lab
+    client, web = lab.pod("client"), lab.pod("web")
+
+    def raw_socket(pod_ns: str) -> socket.socket:
+        made: list[socket.socket] = []
+
+        def make() -> None:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+            sock.bind(("eth0", 0x0800))
+            sock.setblocking(False)
+            made.append(sock)
+
+        in_namespace(pod_ns, make)
+        return made[0]
+
+    def echo(ident: int, claim_extra: int = 0) -> bytes:
+        packet = IP(src=client.ipv4, dst=web.ipv4, ttl=64) / ICMP(id=ident) / (b"x" * 32)
+        packet = IP(bytes(packet))
+        packet.len += claim_extra  # the header lies about the length; checksum kept right
+        del packet.chksum
+        frame = Ether(src=lab.macs["client"], dst=GATEWAY_MAC) / packet
+        return bytes(frame)
+
+    async def sent_and_seen() -> list[int]:
+        sender, sniffer = raw_socket(lab.pod_ns(client)), raw_socket(lab.pod_ns(web))
+        seen: list[int] = []
+        with sender, sniffer:
+            sender.send(echo(0x4242, claim_extra=100))
+            sender.send(echo(0x4343))  # behind it on the same path: when it is in, so is that
+            loop = asyncio.get_running_loop()
+            while 0x4343 not in seen:
+                data, address = await loop.sock_recvfrom(sniffer, 65536)
+                frame = Ether(data)
+                if address[2] == PACKET_HOST and ICMP in frame and frame[ICMP].type == 8:
+                    seen.append(frame[ICMP].id)
+        return seen
+
+    assert running.run(sent_and_seen(), timeout=10) == [0x4343]
+
+
+def test_an_idle_target_spends_no_cpu(running):
+    """No traffic, no polling: the bound ports cost nothing while nothing arrives (the DPDK
+    engine runs SWX only when a socket is readable)."""
+    assert running.node.target is not None
+    pid = running.node.target.proc.pid
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds() -> float:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+    before = cpu_seconds()
+    running.run(asyncio.sleep(2.0))  # the measurement window, not a wait for an event
+    assert cpu_seconds() - before < 0.2
