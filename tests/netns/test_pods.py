@@ -12,7 +12,7 @@ import socket
 import grpc
 import pytest
 from scapy.layers.inet import ICMP, IP
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import ARP, Ether
 
 from felix_p4.lab import felix as lab_felix
 from felix_p4.lab.checks import (
@@ -111,21 +111,53 @@ def test_a_pod_reaching_itself_through_its_service_is_answered(running):
     assert not failures(outcomes)
 
 
+def raw_socket(pod_ns: str, ether_type: int) -> socket.socket:
+    """A non-blocking AF_PACKET socket on a pod's eth0, for one EtherType."""
+    made: list[socket.socket] = []
+
+    def make() -> None:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ether_type))
+        sock.bind(("eth0", ether_type))
+        sock.setblocking(False)
+        made.append(sock)
+
+    in_namespace(pod_ns, make)
+    return made[0]
+
+
+def test_arp_for_a_pods_own_address_goes_unanswered_as_from_linux_proxy_arp(running):
+    """RFC 5227 probes (`arping -D`, from 0.0.0.0) and announcements (sender = target) ask
+    whether anyone else holds the pod's address: the pipeline answered them with the gateway
+    MAC, so `arping -D` in a pod reported its own address taken. A request for the gateway
+    sent after them is answered, which bounds the wait for the others."""
+    lab = running.lab
+    client = lab.pod("client")
+    mac = lab.macs["client"]
+
+    def who_has(sender: str, target: str) -> bytes:
+        request = ARP(op=1, hwsrc=mac, psrc=sender, pdst=target)
+        return bytes(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / request)
+
+    async def answered() -> list[str]:
+        sock = raw_socket(lab.pod_ns(client), 0x0806)
+        replies: list[str] = []
+        with sock:
+            sock.send(who_has("0.0.0.0", client.ipv4))
+            sock.send(who_has(client.ipv4, client.ipv4))
+            sock.send(who_has(client.ipv4, GATEWAY_V4))
+            loop = asyncio.get_running_loop()
+            while GATEWAY_V4 not in replies:
+                frame = Ether(await loop.sock_recv(sock, 65536))
+                if ARP in frame and frame[ARP].op == 2:
+                    replies.append(frame[ARP].psrc)
+        return replies
+
+    assert running.run(answered(), timeout=10) == [GATEWAY_V4]
+
+
 def test_a_frame_shorter_than_its_ip_header_claims_never_reaches_the_other_pod(running):
     lab = running.lab
     client, web = lab.pod("client"), lab.pod("web")
-
-    def raw_socket(pod_ns: str) -> socket.socket:
-        made: list[socket.socket] = []
-
-        def make() -> None:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-            sock.bind(("eth0", 0x0800))
-            sock.setblocking(False)
-            made.append(sock)
-
-        in_namespace(pod_ns, make)
-        return made[0]
 
     def echo(ident: int, claim_extra: int = 0) -> bytes:
         packet = IP(src=client.ipv4, dst=web.ipv4, ttl=64) / ICMP(id=ident) / (b"x" * 32)
@@ -136,7 +168,8 @@ def test_a_frame_shorter_than_its_ip_header_claims_never_reaches_the_other_pod(r
         return bytes(frame)
 
     async def sent_and_seen() -> list[int]:
-        sender, sniffer = raw_socket(lab.pod_ns(client)), raw_socket(lab.pod_ns(web))
+        sender = raw_socket(lab.pod_ns(client), 0x0800)
+        sniffer = raw_socket(lab.pod_ns(web), 0x0800)
         seen: list[int] = []
         with sender, sniffer:
             sender.send(echo(0x4242, claim_extra=100))
