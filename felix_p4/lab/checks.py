@@ -3,6 +3,7 @@ pod's or the node's namespace with a bound time, and what came of it in one line
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import sys
@@ -11,7 +12,7 @@ from typing import Literal
 import attrs
 
 from felix_p4.lab.node import Completed, run
-from felix_p4.lab.topology import GATEWAY_V4, GATEWAY_V6, Lab, Pod
+from felix_p4.lab.topology import GATEWAY_MAC, GATEWAY_V4, GATEWAY_V6, Lab, Pod, set_sysctls
 
 PING_TIMEOUT = 10.0
 NTF_ROUTER = 0x80
@@ -99,19 +100,78 @@ async def http_digest(lab: Lab, where: str, url: str, want: bytes) -> Outcome:
     return Outcome(where, f"GET {url}", ok, printed)
 
 
-def gateway_neighbours(lab: Lab, pod: Pod) -> dict[str, tuple[str, bool]]:
-    """The pod kernel's neighbour entries for its gateways: address -> (MAC, marked as a
-    router, which only a neighbour advertisement with the router flag does)."""
+@attrs.frozen(slots=True)
+class Neighbour:
+    """A pod kernel's neighbour entry for one of its gateways."""
+
+    mac: str
+    state: str  # REACHABLE, STALE, DELAY, PROBE, FAILED, ...
+    router: bool  # only a neighbour advertisement with the router flag sets it
+
+
+NUD_STATES = {
+    0x01: "INCOMPLETE",
+    0x02: "REACHABLE",
+    0x04: "STALE",
+    0x08: "DELAY",
+    0x10: "PROBE",
+    0x20: "FAILED",
+    0x40: "NOARP",
+    0x80: "PERMANENT",
+}
+NUD_STALE = 0x04
+
+
+async def gateway_neighbours(lab: Lab, pod: Pod) -> dict[str, Neighbour]:
+    """The pod kernel's neighbour entries for 169.254.1.1 and fe80::ecee:eeff:feee:eeee."""
+    return await asyncio.to_thread(_gateway_neighbours, lab.pod_ns(pod))
+
+
+def _gateway_neighbours(namespace: str) -> dict[str, Neighbour]:
     from pyroute2 import IPRoute
 
     found = {}
-    with IPRoute(netns=lab.pod_ns(pod)) as ipr:
+    with IPRoute(netns=namespace) as ipr:
         for entry in ipr.get_neighbours():
             address = entry.get_attr("NDA_DST")
             if address in (GATEWAY_V4, GATEWAY_V6):
-                mac = entry.get_attr("NDA_LLADDR")
-                found[address] = (str(mac), bool(entry["flags"] & NTF_ROUTER))
+                found[address] = Neighbour(
+                    str(entry.get_attr("NDA_LLADDR")),
+                    NUD_STATES.get(entry["state"], hex(entry["state"])),
+                    bool(entry["flags"] & NTF_ROUTER),
+                )
     return found
+
+
+async def age_gateway_neighbours(lab: Lab, pod: Pod) -> None:
+    """Mark the pod's gateway entries stale, as the kernel does once they age, and let it
+    probe after one second (not five): its next packet then makes it confirm each gateway
+    with a unicast ARP request / neighbour solicitation."""
+    namespace = lab.pod_ns(pod)
+    set_sysctls(
+        namespace,
+        {
+            "net/ipv4/neigh/eth0/delay_first_probe_time": "1",
+            "net/ipv6/neigh/eth0/delay_first_probe_time": "1",
+        },
+    )
+    await asyncio.to_thread(_mark_stale, namespace)
+
+
+def _mark_stale(namespace: str) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute(netns=namespace) as ipr:
+        (eth0,) = ipr.link_lookup(ifname="eth0")
+        for address, family in ((GATEWAY_V4, 2), (GATEWAY_V6, 10)):
+            ipr.neigh(
+                "change",
+                dst=address,
+                lladdr=GATEWAY_MAC,
+                ifindex=eth0,
+                state=NUD_STALE,
+                family=family,
+            )
 
 
 # One UDP exchange: prints the reply's length and source, or the error.

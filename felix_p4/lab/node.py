@@ -48,7 +48,8 @@ class Completed:
 
 
 async def run(namespace: str, argv: Sequence[str], timeout: float) -> Completed:
-    """Run a command inside a namespace; killed when it outlives `timeout`."""
+    """Run a command inside a namespace; killed when it outlives `timeout` or the caller
+    cancels."""
     proc = await asyncio.create_subprocess_exec(
         *in_netns(namespace, argv),
         stdin=asyncio.subprocess.DEVNULL,
@@ -62,6 +63,10 @@ async def run(namespace: str, argv: Sequence[str], timeout: float) -> Completed:
         proc.kill()
         out, err = await proc.communicate()
         code = None
+    except asyncio.CancelledError:
+        proc.kill()
+        await proc.wait()
+        raise
     return Completed(tuple(argv), code, out.decode(errors="replace"), err.decode(errors="replace"))
 
 

@@ -317,6 +317,11 @@ def _sysctls(values: Mapping[str, str]) -> None:
             sysctl.write(value)
 
 
+def set_sysctls(namespace: str, values: Mapping[str, str]) -> None:
+    """Write /proc/sys/<key> = value inside network namespace `namespace`."""
+    in_namespace(namespace, lambda: _sysctls(values))
+
+
 def _wire_frames(interface: str) -> None:
     """Frames as a wire carries them: complete checksums, nothing longer than the MTU.
 

@@ -17,6 +17,7 @@ from scapy.layers.l2 import ARP, Ether
 from felix_p4.lab import felix as lab_felix
 from felix_p4.lab.checks import (
     Outcome,
+    age_gateway_neighbours,
     gateway_neighbours,
     http_digest,
     http_get,
@@ -62,10 +63,41 @@ def test_the_pipeline_answers_arp_and_neighbour_discovery_as_the_pods_kernel_exp
 
     # Both gateways resolved to the gateway MAC, the IPv6 one from an advertisement the kernel
     # accepted (checksum, hop limit 255, target) and marked as a router's.
-    assert gateway_neighbours(lab, lab.pod("client")) == {
+    neighbours = running.run(gateway_neighbours(lab, lab.pod("client")))
+    assert {a: (n.mac, n.router) for a, n in neighbours.items()} == {
         GATEWAY_V4: (GATEWAY_MAC, False),
         GATEWAY_V6: (GATEWAY_MAC, True),
     }
+
+
+def test_a_stale_gateway_entry_is_confirmed_by_the_pipeline_answering_unicast_probes(running):
+    """A long-lived connection outlives the neighbour entry's reachable time: the kernel then
+    probes the gateway with unicast ARP and neighbour solicitations, and an unanswered probe
+    would fail the entry and cut the pod off."""
+    lab = running.lab
+    client, web = lab.pod("client"), lab.pod("web")
+    for address in (web.ipv4, web.ipv6):
+        assert running.run(ping(lab, "client", address, count=1)).ok
+    running.run(age_gateway_neighbours(lab, client))
+
+    async def confirmed() -> dict[str, str]:
+        traffic = [
+            asyncio.ensure_future(ping(lab, "client", address, count=50))
+            for address in (web.ipv4, web.ipv6)
+        ]
+        try:
+            while True:  # the kernel's neighbour states cannot be awaited: poll them
+                states = {a: n.state for a, n in (await gateway_neighbours(lab, client)).items()}
+                if states and all(s in ("REACHABLE", "FAILED") for s in states.values()):
+                    return states
+                await asyncio.sleep(0.1)
+        finally:
+            for task in traffic:
+                task.cancel()
+            await asyncio.gather(*traffic, return_exceptions=True)
+
+    states = running.run(confirmed(), timeout=15)
+    assert states == {GATEWAY_V4: "REACHABLE", GATEWAY_V6: "REACHABLE"}
 
 
 def test_large_transfers_arrive_intact_through_services_and_from_the_node(running):
