@@ -102,6 +102,9 @@ class Lab:
 
     pods: tuple[Pod, ...] = DEFAULT_PODS
     node: Node = attrs.Factory(Node)
+    # False: the pods keep a veth's default transmit offload (checksums and segmentation left
+    # to "hardware"), which no bound port can carry (docs/interfaces.md).
+    wire_frames: bool = True
     prefix: str = attrs.Factory(lambda: f"fp4-{uuid.uuid4().hex[:8]}")
     macs: dict[str, str] = attrs.Factory(dict)  # pod name -> its eth0 MAC
     created: list[str] = attrs.Factory(list)  # namespaces made so far, removed by destroy
@@ -218,7 +221,8 @@ class Lab:
             ipr.addr("add", index=eth0, address=pod.ipv4, prefixlen=32)
             ipr.addr("add", index=eth0, address=pod.ipv6, prefixlen=128)
             ipr.link("set", index=host, net_ns_fd=self.device_ns)
-        in_namespace(ns, lambda: _wire_frames("eth0"))
+        if self.wire_frames:
+            in_namespace(ns, lambda: _wire_frames("eth0"))
         with IPRoute(netns=self.device_ns) as dev:
             _up(dev, pod.veth)
 
