@@ -596,9 +596,10 @@ class SwxPipeline:
             self._ptr, in_port, in_before + 1, out_before + 1, _MAX_INSTRUCTIONS, err, _ERR_LEN
         )
         _check(status, err)
-        # Frames from interface ports may have been in the pipeline too and ended the wait
-        # early: let everything in flight leave.
-        self._lib.fsx_run_until_idle(self._ptr, _MAX_INSTRUCTIONS)
+        if len(self._test_ports) < self.n_ports:
+            # Frames from caller-owned fds may have been in the pipeline too and ended the
+            # wait early: let everything in flight leave.
+            self._lib.fsx_run_until_idle(self._ptr, _MAX_INSTRUCTIONS)
         outputs = []
         for port, sock in sorted(self._test_ports.items()):
             while True:
