@@ -160,15 +160,13 @@ class Lab:
 
         for name in (self.device_ns, self.node_ns):
             self._namespace(name)
-        in_namespace(
+        set_sysctls(
             self.device_ns,
-            lambda: _sysctls(
-                {
-                    "net/ipv6/conf/all/disable_ipv6": "1",
-                    "net/ipv6/conf/default/disable_ipv6": "1",
-                    "net/ipv4/ip_forward": "0",
-                }
-            ),
+            {
+                "net/ipv6/conf/all/disable_ipv6": "1",
+                "net/ipv6/conf/default/disable_ipv6": "1",
+                "net/ipv4/ip_forward": "0",
+            },
         )
         with IPRoute(netns=self.device_ns) as dev:
             _up(dev, "lo")
@@ -185,17 +183,15 @@ class Lab:
 
         ns = self.pod_ns(pod)
         self._namespace(ns)
-        in_namespace(
+        set_sysctls(
             ns,
-            lambda: _sysctls(
-                {
-                    "net/ipv6/conf/all/disable_ipv6": "0",
-                    "net/ipv6/conf/default/disable_ipv6": "0",
-                    "net/ipv6/conf/lo/disable_ipv6": "0",
-                    "net/ipv4/ip_forward": "0",
-                    "net/ipv6/conf/all/forwarding": "0",
-                }
-            ),
+            {
+                "net/ipv6/conf/all/disable_ipv6": "0",
+                "net/ipv6/conf/default/disable_ipv6": "0",
+                "net/ipv6/conf/lo/disable_ipv6": "0",
+                "net/ipv4/ip_forward": "0",
+                "net/ipv6/conf/all/forwarding": "0",
+            },
         )
         with IPRoute(netns=ns) as ipr:
             _up(ipr, "lo")
@@ -203,14 +199,12 @@ class Lab:
             (host,) = ipr.link_lookup(ifname=pod.veth)
             (eth0,) = ipr.link_lookup(ifname="eth0")
             ipr.link("set", index=host, address=GATEWAY_MAC, mtu=POD_MTU)
-            in_namespace(
+            set_sysctls(
                 ns,
-                lambda: _sysctls(
-                    {
-                        "net/ipv6/conf/eth0/accept_dad": "0",
-                        f"net/ipv6/conf/{pod.veth}/accept_dad": "0",
-                    }
-                ),
+                {
+                    "net/ipv6/conf/eth0/accept_dad": "0",
+                    f"net/ipv6/conf/{pod.veth}/accept_dad": "0",
+                },
             )
             ipr.link("set", index=host, state="up")
             ipr.link("set", index=eth0, state="up")
@@ -232,16 +226,14 @@ class Lab:
         from pyroute2 import IPRoute
 
         node = self.node
-        in_namespace(
+        set_sysctls(
             self.node_ns,
-            lambda: _sysctls(
-                {
-                    "net/ipv6/conf/all/disable_ipv6": "0",
-                    "net/ipv6/conf/default/disable_ipv6": "0",
-                    "net/ipv6/conf/default/accept_dad": "0",
-                    "net/ipv6/conf/lo/disable_ipv6": "0",
-                }
-            ),
+            {
+                "net/ipv6/conf/all/disable_ipv6": "0",
+                "net/ipv6/conf/default/disable_ipv6": "0",
+                "net/ipv6/conf/default/accept_dad": "0",
+                "net/ipv6/conf/lo/disable_ipv6": "0",
+            },
         )
         with IPRoute(netns=self.node_ns) as ipr:
             _up(ipr, "lo")
