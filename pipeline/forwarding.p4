@@ -95,7 +95,9 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
 
     // Calico workloads ARP for their gateway and expect the host side to answer for any
     // address with its own MAC (proxy ARP); the reply goes back out of the asking port (the
-    // port workload_port sent the packet to).
+    // port workload_port sent the packet to). Not for the asker's own address: a probe (from
+    // 0.0.0.0) or an announcement (sender = target) asks whether anyone else holds it, and an
+    // answer says someone does (Linux proxy ARP, Calico's host side, answers neither).
     @id(0x01000008) @name(".arp_reply")
     action arp_reply() {
         hdr.ethernet.dst_addr = hdr.ethernet.src_addr;
@@ -171,7 +173,8 @@ control FelixPort(inout headers_t hdr, inout metadata_t meta) {
         }
         if (hdr.arp.isValid()) {
             if (meta.port_kind == PORT_KIND_WORKLOAD && hdr.arp.htype == ARP_HTYPE_ETHERNET
-                    && hdr.arp.ptype == ETHERTYPE_IPV4 && hdr.arp.oper == ARP_OPER_REQUEST) {
+                    && hdr.arp.ptype == ETHERTYPE_IPV4 && hdr.arp.oper == ARP_OPER_REQUEST
+                    && hdr.arp.spa != 0 && hdr.arp.spa != hdr.arp.tpa) {
                 arp_reply();
                 meta.answered = 1;
             } else if (meta.port_kind == PORT_KIND_HOST || meta.port_kind == PORT_KIND_UPLINK) {

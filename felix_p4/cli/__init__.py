@@ -112,9 +112,21 @@ def _version(args: argparse.Namespace) -> int:
 
 
 def _target(args: argparse.Namespace) -> int:
+    from felix_p4.softswitch.interfaces import (
+        DEFAULT_MAX_FRAME,
+        InterfaceError,
+        InterfacePorts,
+        PortBinding,
+        check_bindings,
+    )
     from felix_p4.softswitch.service import ServerTls, start_target
 
     _setup_logging(args.log_level)
+    try:
+        bindings = check_bindings(PortBinding.parse(item) for item in args.port or [])
+    except InterfaceError as exc:
+        print(f"felix-p4 target: --port: {exc}", file=sys.stderr)
+        return 2
     dpdk = None
     if args.engine == "dpdk":
         from felix_p4.softswitch.dpdk import DpdkSettings
@@ -125,6 +137,14 @@ def _target(args: argparse.Namespace) -> int:
             print(f"felix-p4 target: --engine dpdk: {reason}", file=sys.stderr)
             return 2
         dpdk = DpdkSettings(n_ports=args.dpdk_ports, memory_mb=args.dpdk_memory_mb)
+        for binding in bindings:
+            if binding.port >= dpdk.n_ports:
+                print(
+                    f"felix-p4 target: --port {binding.interface}={binding.port}: the DPDK "
+                    f"target has ports 0..{dpdk.n_ports - 1} (--dpdk-ports)",
+                    file=sys.stderr,
+                )
+                return 2
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -143,23 +163,30 @@ def _target(args: argparse.Namespace) -> int:
         limits[table] = int(size)
 
     async def run() -> int:
-        server, _, _ = await start_target(
-            args.listen,
-            args.device_id,
-            tls,
-            limits,
-            engine=args.engine,
-            dpdk=dpdk,
-            affinity_seconds=args.affinity_seconds,
-        )
-        await server.wait_for_termination()
+        max_frame = dpdk.mtu if dpdk is not None else DEFAULT_MAX_FRAME
+        interfaces = InterfacePorts(bindings, max_frame) if bindings else None
+        try:
+            server, _, _ = await start_target(
+                args.listen,
+                args.device_id,
+                tls,
+                limits,
+                engine=args.engine,
+                dpdk=dpdk,
+                affinity_seconds=args.affinity_seconds,
+                interfaces=interfaces,
+            )
+            await server.wait_for_termination()
+        finally:
+            if interfaces is not None:
+                interfaces.close()
         return 0
 
     try:
         return asyncio.run(run())
     except KeyboardInterrupt:
         return 0
-    except ValueError as exc:  # settings the engine refuses (a table limit, a port count)
+    except (ValueError, InterfaceError) as exc:  # what the engine or the kernel refuses
         print(f"felix-p4 target: {exc}", file=sys.stderr)
         return 2
 
@@ -259,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     target.add_argument(
         "--dpdk-memory-mb", type=int, default=1024, metavar="MB", help="dpdk: DPDK's memory"
+    )
+    target.add_argument(
+        "--port",
+        action="append",
+        metavar="NAME=N",
+        help="P4 port N is the Linux interface NAME: frames arriving there run through the "
+        "pipeline, frames it sends to port N leave there (repeatable; needs CAP_NET_RAW)",
     )
     target.add_argument(
         "--affinity-seconds",

@@ -520,6 +520,15 @@ class FelixPipeline:
         if hdr.arp is not None:
             htype, ptype, _, _, oper = struct.unpack_from("!HHBBH", hdr.arp)
             if workload and htype == 1 and ptype == ETH_IPV4 and oper == 1:
+                sender, target = hdr.arp[14:18], hdr.arp[24:28]
+                if not any(sender) or sender == target:
+                    return Result(
+                        "drop",
+                        None,
+                        "ARP probe or announcement for the asker's own address is not answered",
+                        raw,
+                        trace,
+                    )
                 _arp_reply(hdr, gateway_mac)
                 return Result(
                     "forward", own_port, "ARP request answered for the gateway", hdr.emit(), trace

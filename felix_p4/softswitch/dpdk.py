@@ -65,7 +65,7 @@ class DpdkSettings:
     # P4Info table name -> entries SWX holds, fewer than the P4Info says (testing, small devices)
     table_limits: Mapping[str, int] = attrs.field(factory=dict)
     # P4 port -> caller-owned non-blocking fd (AF_PACKET socket, TAP fd) instead of a test port:
-    # where `felix-p4 target --port NAME=N` will bind ports to interfaces.
+    # how `felix-p4 target --port NAME=N` binds ports to interfaces (softswitch/interfaces.py).
     port_fds: Mapping[int, int] = attrs.field(factory=dict)
 
 
@@ -127,6 +127,12 @@ class DpdkEngine:
             self.map = PipelineMap.build(self.p4info, context, swx_spec.parse(self._spec_text))
         if self.settings.n_ports < 1:
             raise ValueError("the DPDK engine needs at least one port")
+        outside = sorted(p for p in self.settings.port_fds if not 0 <= p < self.settings.n_ports)
+        if outside:
+            raise ValueError(
+                f"ports {outside} bound to interfaces are not ports of this target "
+                f"(ports 0..{self.settings.n_ports - 1})"
+            )
         self.pipeline: SwxPipeline | None = None
         self._mirrors: dict[int, _TableMirror] = {}
 
@@ -630,9 +636,19 @@ def _drop_reason(in_port: int, frame: bytes, trace: list[dict[str, Any]]) -> str
 def _read_entry(
     tables: TableStore, table: TableMap, match: Sequence[p4r.FieldMatch], priority: int
 ) -> p4r.TableEntry | None:
+    """The stored entry with exactly this match and priority. A read is a filter: a match
+    with no fields (an all don't-care entry, such as the 0.0.0.0/0 route) reads every entry."""
     query = p4r.TableEntry(table_id=table.p4_id, match=match, priority=priority)
-    found = tables.read(p4r.Entity(table_entry=query))
-    return found[0].table_entry if found else None
+    wanted = _match_key(match)
+    for entity in tables.read(p4r.Entity(table_entry=query)):
+        te = entity.table_entry
+        if te.priority == priority and _match_key(te.match) == wanted:
+            return te
+    return None
+
+
+def _match_key(match: Sequence[p4r.FieldMatch]) -> list[bytes]:
+    return sorted(m.SerializeToString(deterministic=True) for m in match)
 
 
 def _read_default(tables: TableStore, table: TableMap) -> p4r.TableEntry:

@@ -3,13 +3,15 @@
 felix_p4.Target is a small gRPC service whose requests and replies are JSON documents
 (so no extra bindings are needed): Trace runs one packet through the engine (the behavioural
 model, or P4-DPDK's SWX pipeline), PortOf hands out stable port numbers for interface names
-(the "auto" ports mode).
+(the "target" and "auto" ports modes): the bound port of an interface bound with
+`--port NAME=N`, else a free test port.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,6 +26,7 @@ from felix_p4.softswitch.server import GRPC_SERVER_OPTIONS, EmbeddedTarget, add_
 
 if TYPE_CHECKING:
     from felix_p4.softswitch.dpdk import DpdkEngine, DpdkSettings
+    from felix_p4.softswitch.interfaces import InterfacePorts
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +39,13 @@ class TargetService:
         target: EmbeddedTarget,
         dpdk: DpdkEngine | None = None,
         affinity_seconds: int = DEFAULT_AFFINITY_SECONDS,
+        bound: Mapping[str, int] | None = None,
     ) -> None:
         self.target = target
         self.affinity_seconds = affinity_seconds
         self.dpdk = dpdk  # set: packets run through P4-DPDK instead of the behavioural model
-        self.ports: dict[str, int] = {}
+        # Interfaces bound to ports keep their numbers; other names get free test ports.
+        self.ports: dict[str, int] = dict(bound or {})
         self._pipeline: FelixPipeline | None = None
         # A new pipeline means a new table store: flows learned so far are gone with it.
         target.on_pipeline.append(self._reset)
@@ -49,9 +54,16 @@ class TargetService:
         self._pipeline = None
 
     def pipeline(self) -> FelixPipeline:
+        pipeline = self.current_pipeline()
+        if pipeline is None:
+            raise RuntimeError("no pipeline has been set on the target")
+        return pipeline
+
+    def current_pipeline(self) -> FelixPipeline | None:
+        """The behavioural model of the current pipeline; None while none is set."""
         if self._pipeline is None:
             if self.target.tables is None:
-                raise RuntimeError("no pipeline has been set on the target")
+                return None
             self._pipeline = FelixPipeline(
                 self.target.tables, profile_seconds={PROFILE_AFFINITY: self.affinity_seconds}
             )
@@ -123,13 +135,18 @@ async def start_target(
     engine: Literal["model", "dpdk"] = "model",
     dpdk: DpdkSettings | None = None,
     affinity_seconds: int = DEFAULT_AFFINITY_SECONDS,
+    interfaces: InterfacePorts | None = None,
 ) -> tuple[grpc.aio.Server, int, EmbeddedTarget]:
     """Start P4Runtime + felix_p4.Target on `listen`; returns the server and the bound port.
     `table_limits` makes tables hold fewer entries than the P4Info says (as some devices do).
     engine "dpdk" runs packets on P4-DPDK's SWX pipeline (`dpdk` settings; the table limits
-    then size SWX's tables); SwxUnavailable says why it cannot run here."""
+    then size SWX's tables); SwxUnavailable says why it cannot run here. `interfaces`: ports
+    bound to Linux interfaces, served by this event loop from here on (the caller closes
+    them)."""
     dpdk_engine: DpdkEngine | None = None
     if engine == "dpdk":
+        if interfaces is not None:
+            dpdk = attrs.evolve(dpdk or _dpdk_settings(), port_fds=interfaces.fds)
         target, dpdk_engine = _dpdk_target(device_id, table_limits, dpdk, affinity_seconds)
     else:
         target = EmbeddedTarget(
@@ -137,7 +154,10 @@ async def start_target(
         )
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     add_p4runtime(server, target)
-    add_target_service(server, TargetService(target, dpdk_engine, affinity_seconds))
+    service = TargetService(
+        target, dpdk_engine, affinity_seconds, interfaces.names if interfaces else None
+    )
+    add_target_service(server, service)
     if tls is None:
         port = server.add_insecure_port(listen)
     else:
@@ -150,8 +170,20 @@ async def start_target(
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
-    log.info("embedded target listening on %s (port %d)", listen, port)
+    where = listen if listen.startswith("unix:") else f"{listen} (port {port})"
+    log.info("embedded target listening on %s", where)
+    if interfaces is not None:
+        if dpdk_engine is not None:
+            interfaces.serve_dpdk(dpdk_engine)
+        else:
+            interfaces.serve_model(service.current_pipeline)
     return server, port, target
+
+
+def _dpdk_settings() -> DpdkSettings:
+    from felix_p4.softswitch.dpdk import DpdkSettings
+
+    return DpdkSettings()
 
 
 def _dpdk_target(

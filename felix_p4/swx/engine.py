@@ -112,6 +112,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "fsx_abort": (None, (p,)),
         "fsx_run": (None, (p, u32)),
         "fsx_run_until": (i, (p, u32, u64, u64, u64, *err)),
+        "fsx_run_until_idle": (i, (p, u64)),
         "fsx_port_stats": (i, (p, u32, c.POINTER(u64))),
         "fsx_out_pkts_total": (u64, (p,)),
         "fsx_table_stats": (i, (p, s, c.POINTER(u64), c.POINTER(u64), *err)),
@@ -581,6 +582,12 @@ class SwxPipeline:
         """Execute pipeline instructions (polling every input port), then flush the outputs."""
         self._lib.fsx_run(self._ptr, n_instructions)
 
+    def run_until_idle(self, max_instructions: int) -> bool:
+        """Move the frames waiting on the ports' fds through the pipeline. True when it is idle
+        (every frame read has left and the ports had nothing more), False when
+        `max_instructions` ran out first: call again."""
+        return bool(self._lib.fsx_run_until_idle(self._ptr, max_instructions))
+
     def process(self, in_port: int, frame: bytes) -> list[tuple[int, bytes]]:
         """Send one frame into `in_port` and return what left on which port, by port.
 
@@ -598,6 +605,10 @@ class SwxPipeline:
             self._ptr, in_port, in_before + 1, out_before + 1, _MAX_INSTRUCTIONS, err, _ERR_LEN
         )
         _check(status, err)
+        if len(self._test_ports) < self.n_ports:
+            # Frames from caller-owned fds may have been in the pipeline too and ended the
+            # wait early: let everything in flight leave.
+            self._lib.fsx_run_until_idle(self._ptr, _MAX_INSTRUCTIONS)
         outputs = []
         for port, sock in sorted(self._test_ports.items()):
             while True:

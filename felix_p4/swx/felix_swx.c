@@ -946,6 +946,45 @@ fsx_out_pkts_total(struct fsx_pipeline *x)
 	return out_pkts_total(x);
 }
 
+static uint64_t
+in_pkts_total(struct fsx_pipeline *x)
+{
+	struct rte_swx_port_in_stats in;
+	uint64_t total = 0;
+	uint32_t i;
+
+	for (i = 0; i < x->n_ports; i++)
+		if (!rte_swx_ctl_pipeline_port_in_stats_read(x->p, i, &in))
+			total += in.n_pkts;
+	return total;
+}
+
+/* Move frames that arrived on the ports' fds through the pipeline until it is idle: every frame
+ * read has left (sent or dropped) and a chunk of at least one poll per input port read nothing
+ * more. Returns 1 when idle, 0 when max_instructions ran out first (call again). Frames read
+ * into a port's burst buffer count as received, so none is left behind inside the pipeline.
+ */
+FSX_EXPORT int
+fsx_run_until_idle(struct fsx_pipeline *x, uint64_t max_instructions)
+{
+	uint32_t chunk = x->n_ports_in < 64 ? 64 : x->n_ports_in;
+	uint64_t done = 0, in_before = in_pkts_total(x), in_now;
+	int idle = 0;
+
+	while (done < max_instructions) {
+		rte_swx_pipeline_run(x->p, chunk);
+		done += chunk;
+		in_now = in_pkts_total(x);
+		if (in_now == in_before && out_pkts_total(x) == in_now) {
+			idle = 1;
+			break;
+		}
+		in_before = in_now;
+	}
+	rte_swx_pipeline_flush(x->p);
+	return idle;
+}
+
 /* Run until input port in_port has received in_pkts packets in total and the output ports
  * (drop port included) have sent out_pkts in total, then flush. Used to push one injected frame
  * through: nothing else feeds the pipeline, so this ends or fails within max_instructions.

@@ -23,7 +23,7 @@ import grpc
 import pytest
 from finsy.proto import p4r, rpc_code
 from scapy.layers.inet import IP, TCP
-from scapy.layers.l2 import Ether
+from scapy.layers.l2 import ARP, Ether
 
 from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
 from felix_p4.p4.client import P4RuntimeClient, P4RuntimeClientError, per_update_results
@@ -390,6 +390,54 @@ def test_the_default_route_is_modified_to_the_host_and_reset(target):
             ) == [rpc_code.OK]
             dropped = await dev.send(PORT_A, tcp(dst="8.8.8.8", sport=40100))
             assert dropped["reason"] == "no route in routes_v4"
+
+    run(main())
+
+
+def test_a_catch_all_route_written_after_others_is_programmed_as_itself(target):
+    """The driver's 0.0.0.0/0 route has no match fields; the engine once read it back with a
+    field-less (wildcard) read, took the first stored route for it and programmed that one
+    twice, so traffic for the host found no route (found by ping in tests/netns)."""
+
+    async def main() -> None:
+        async with device(target) as dev:
+            await dev.write(*two_workloads())
+            catch_all = TableEntry("routes_v4", (), "to_host", (("port", HOST),))
+            assert await dev.write(insert(catch_all)) == [rpc_code.OK]
+
+            out = await dev.send(PORT_A, tcp(dst="192.0.2.11"))
+            assert (out["verdict"], out["egress_port"]) == ("host", HOST)
+            assert (await dev.send(PORT_A, tcp(sport=40001)))["egress_port"] == PORT_B
+
+            assert await dev.write(delete(catch_all)) == [rpc_code.OK]
+            gone = await dev.send(PORT_A, tcp(dst="192.0.2.11", sport=40002))
+            assert gone["reason"] == "no route in routes_v4"
+            assert (await dev.send(PORT_A, tcp(sport=40003)))["egress_port"] == PORT_B
+
+    run(main())
+
+
+def test_arp_is_answered_for_the_gateway_but_not_for_the_askers_own_address(target):
+    """The spec's ARP responder: a probe (sender 0.0.0.0, `arping -D`) or an announcement
+    (sender = target) for the pod's own address gets no answer, as from Linux proxy ARP."""
+
+    def who_has(sender: str, target_ip: str) -> Ether:
+        return Ether(src=MAC_A, dst="ff:ff:ff:ff:ff:ff") / ARP(
+            op=1, hwsrc=MAC_A, psrc=sender, pdst=target_ip
+        )
+
+    async def main() -> None:
+        async with device(target) as dev:
+            await dev.write(*two_workloads())
+
+            answered = await dev.send(PORT_A, who_has(IP_A, "169.254.1.1"))
+            assert (answered["verdict"], answered["egress_port"]) == ("forward", PORT_A)
+            reply = Ether(bytes.fromhex(answered["out_hex"]))[ARP]
+            assert (reply.op, reply.hwsrc, reply.psrc) == (2, "ee:ee:ee:ee:ee:ee", "169.254.1.1")
+
+            for sender in ("0.0.0.0", IP_A):
+                probe = await dev.send(PORT_A, who_has(sender, IP_A))
+                assert probe["verdict"] == "drop", sender
 
     run(main())
 

@@ -328,6 +328,42 @@ def test_a_port_bound_to_a_caller_fd_sends_there(tmp_path):
             p.process(2, frame())
 
 
+def test_frames_waiting_on_caller_fds_cross_the_pipeline_when_it_runs_until_idle():
+    """What the target's run loop relies on: frames written to a bound port's fd move only
+    while the pipeline runs, every one of them has left once it reports idle, and an idle
+    pipeline reports so at once."""
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
+    for pair in pairs:
+        for end in pair:
+            end.setblocking(False)
+    (in_engine, in_outside), (out_engine, out_outside) = pairs
+    fds = {1: in_engine.fileno(), 2: out_engine.fileno()}
+    with SwxPipeline.load(SPEC, N_PORTS, MEMORY_MB, port_fds=fds) as p:
+        p.table_add("l2_fwd", "match 0x020000000002 action l2_forward port_out 2 smac 0x1")
+        p.commit()
+        assert p.run_until_idle(10_000)
+
+        sent = [frame(dst_mac="02:00:00:00:00:02", sport=40000 + i) for i in range(100)]
+        for data in sent:
+            in_outside.send(data)
+        with pytest.raises(BlockingIOError):
+            out_outside.recv(65536)  # nothing moves while the pipeline does not run
+
+        assert not p.run_until_idle(100)  # a slice too short for 100 frames: call again
+        assert p.run_until_idle(10_000_000)
+        received = []
+        while True:
+            try:
+                received.append(Ether(out_outside.recv(65536)))
+            except BlockingIOError:
+                break
+        assert [f[TCP].sport for f in received] == [f[TCP].sport for f in map(Ether, sent)]
+        assert p.port_stats(1).rx_packets == 100 and p.port_stats(2).tx_packets == 100
+    for pair in pairs:
+        for end in pair:
+            end.close()
+
+
 def test_the_eal_cannot_grow_once_started(pipeline):
     with pytest.raises(SwxError, match="cannot resize"):
         engine.init_eal(MEMORY_MB * 4)

@@ -102,6 +102,19 @@ def test_arp_for_gateway_is_answered_on_the_asking_port(pipeline):
     assert reply[ARP].pdst == "10.65.0.2" and reply[ARP].hwdst == "0a:00:00:00:00:02"
 
 
+@pytest.mark.parametrize(
+    ("sender", "target"),
+    [("0.0.0.0", "10.65.0.2"), ("10.65.0.2", "10.65.0.2")],
+    ids=["probe", "announcement"],
+)
+def test_arp_for_the_askers_own_address_is_not_answered(pipeline, sender, target):
+    """RFC 5227: a probe (`arping -D`) or an announcement asks whether anyone else holds the
+    sender's address; answering would tell the pod its own address is taken."""
+    raw = build({"proto": "arp", "src": sender, "dst": target, "src_mac": "0a:00:00:00:00:02"})
+    result = pipeline.process(1, raw)
+    assert result.verdict == "drop" and "own address" in result.reason
+
+
 @pytest.mark.parametrize("src", ["10.65.0.3", "10.65.0.200", "fd00::3"])
 def test_spoofed_source_is_dropped(pipeline, src):
     dst = "10.65.0.3" if ipaddress.ip_address(src).version == 4 else "fd00::3"
