@@ -128,6 +128,7 @@ def snapshot(lab: Lab) -> list[fb.ToDataplane]:
                     }
                 )
             )
+    messages += lab.felix_extra
     messages.append(message(in_sync={}))
     return messages
 

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import yaml
@@ -285,7 +285,7 @@ class NodeProcesses:
         return self.target
 
     def _spawn_driver(self) -> Felix:
-        config = {
+        config: dict[str, dict[str, Any]] = {
             "p4runtime": {"address": self.p4runtime, "plaintext": True},
             "ports": {"mode": "auto", "host": HOST_PORT},
             "services": {
@@ -294,6 +294,8 @@ class NodeProcesses:
                 "poll_seconds": 0.5,
             },
         }
+        for section, values in self.lab.settings.items():
+            config.setdefault(section, {}).update(values)
         path = self.workdir / "felix-p4.yaml"
         path.write_text(yaml.safe_dump(config))
         self.driver_log = self.workdir / "driver.log"

@@ -108,6 +108,11 @@ class Lab:
     prefix: str = attrs.Factory(lambda: f"fp4-{uuid.uuid4().hex[:8]}")
     macs: dict[str, str] = attrs.Factory(dict)  # pod name -> its eth0 MAC
     created: list[str] = attrs.Factory(list)  # namespaces made so far, removed by destroy
+    # Added to the driver's settings, and to Felix's snapshot before InSync (other nodes).
+    settings: dict[str, Any] = attrs.Factory(dict)
+    felix_extra: list[Any] = attrs.Factory(list)
+    # Device interfaces bound as P4 ports beyond the pods' and the host port (the uplink).
+    extra_ports: dict[str, int] = attrs.Factory(dict)
 
     @property
     def device_ns(self) -> str:
@@ -128,6 +133,7 @@ class Lab:
         """Device interface -> P4 port: the pods' host ends from 1, then the host port."""
         ports = {pod.veth: i for i, pod in enumerate(self.pods, start=1)}
         ports[HOST_PORT] = len(self.pods) + 1
+        ports.update(self.extra_ports)
         return ports
 
     def build(self) -> None:
@@ -316,6 +322,11 @@ def _sysctls(values: Mapping[str, str]) -> None:
 def set_sysctls(namespace: str, values: Mapping[str, str]) -> None:
     """Write /proc/sys/<key> = value inside network namespace `namespace`."""
     in_namespace(namespace, lambda: _sysctls(values))
+
+
+def wire_frames(namespace: str, interface: str) -> None:
+    """`interface` in `namespace` sends frames as a wire carries them (below)."""
+    in_namespace(namespace, lambda: _wire_frames(interface))
 
 
 def _wire_frames(interface: str) -> None:
