@@ -13,12 +13,13 @@ real interfaces.
 ```
 
 node-2 is what Felix's VXLAN manager makes (vxlan_mgr.go): `vxlan.calico` with VNI 4096, port
-4789, our VTEP's permanent neighbour and FDB entries and `<block> via <VTEP> onlink`, and the
-same for IPv6 on `vxlan-v6.calico`. node-3's IP-in-IP end is `ipip_peer.py` (protocol 4 node to
-node, tests/netns/ipip_peer.py). node-4 routes our block through our address. Pods on the
-regular nodes are plumbed as Calico's CNI plumbs them. Checks: pings and TCP both ways, IPv4
-and IPv6 over VXLAN, IP-in-IP, no-encap and CrossSubnet; a pod reaching an outside host that
-sees the node's address (natOutgoing in the node's NAT); a denied flow stays denied.
+4789, our VTEP's permanent neighbour and FDB entries and `<block> via <VTEP> onlink`, the same
+for IPv6 on `vxlan-v6.calico`, and Felix's input filter (VXLAN only from known VTEPs). node-3's
+IP-in-IP end is `ipip_peer.py` (protocol 4 node to node, tests/netns/ipip_peer.py). node-4
+routes our block through our address. Pods on the regular nodes are plumbed as Calico's CNI
+plumbs them. Checks: pings and TCP both ways, IPv4 and IPv6 over VXLAN, IP-in-IP, no-encap and
+CrossSubnet; a pod reaching an outside host that sees the node's address (natOutgoing in the
+node's NAT); a denied flow stays denied.
 """
 
 from __future__ import annotations
@@ -329,6 +330,23 @@ class Cluster:
                 ns=ns,
             )
             sh("ip", *family, "route", "add", block, "via", ours, "dev", dev, "onlink", ns=ns)
+        # Felix's input filter (rules/static.go): VXLAN only from known VTEPs (ours).
+        rules = (
+            "table inet calico {\n"
+            "  chain input {\n"
+            "    type filter hook input priority 0; policy accept;\n"
+            "    udp dport 4789 ip saddr != 192.0.2.11 drop\n"
+            "    udp dport 4789 ip6 saddr != 2001:db8::11 drop\n"
+            "  }\n"
+            "}\n"
+        )
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "nft", "-f", "-"],
+            input=rules,
+            text=True,
+            check=True,
+            timeout=20,
+        )
         self._pod(ns, REMOTE[1], REMOTE[2], REMOTE[3])
 
     def _ipip_node(self) -> None:
