@@ -631,8 +631,12 @@ def _read_entry(
     tables: TableStore, table: TableMap, match: Sequence[p4r.FieldMatch], priority: int
 ) -> p4r.TableEntry | None:
     query = p4r.TableEntry(table_id=table.p4_id, match=match, priority=priority)
-    found = tables.read(p4r.Entity(table_entry=query))
-    return found[0].table_entry if found else None
+    found = [e.table_entry for e in tables.read(p4r.Entity(table_entry=query))]
+    if not match:
+        # No match fields is P4Runtime's wildcard read (every entry of the table): the entry
+        # asked for is the one whose fields are all don't-care (a /0 route or set member).
+        found = [te for te in found if not te.match]
+    return found[0] if found else None
 
 
 def _read_default(tables: TableStore, table: TableMap) -> p4r.TableEntry:

@@ -393,6 +393,28 @@ def test_the_default_route_is_modified_to_the_host_and_reset(target):
     run(main())
 
 
+def test_an_all_dont_care_entry_added_beside_others_is_programmed_as_itself(target):
+    """A /0 route (no match fields in P4Runtime) written after a /32 went to SWX as a second
+    copy of the /32: reading "the entry with no match fields" back read the whole table."""
+
+    async def main() -> None:
+        async with device(target) as dev:
+            await dev.write(*two_workloads())
+            default = TableEntry("routes_v4", (), "to_host", (("port", HOST),))
+            assert await dev.write(insert(default)) == [rpc_code.OK]
+
+            out = await dev.send(PORT_A, tcp(dst="8.8.8.8"))
+            routed = await dev.send(PORT_A, tcp(sport=40200))
+
+            assert (out["verdict"], out["egress_port"]) == ("host", HOST)
+            assert (routed["verdict"], routed["egress_port"]) == ("forward", PORT_B)
+            assert await dev.write(delete(default)) == [rpc_code.OK]
+            gone = await dev.send(PORT_A, tcp(dst="8.8.8.8", sport=40201))
+            assert gone["reason"] == "no route in routes_v4"
+
+    run(main())
+
+
 def test_a_frame_shorter_than_its_ip_header_claims_is_dropped_at_the_port(target):
     async def main() -> None:
         async with device(target) as dev:
