@@ -52,13 +52,16 @@ class Result:
     trace: list[dict[str, Any]]
 
     def to_json(self, describe: Any) -> dict[str, Any]:
-        return {
+        out = {
             "verdict": self.verdict,
             "egress_port": self.egress_port,
             "reason": self.reason,
             "packet": describe(self.packet) if self.verdict != "drop" else None,
             "trace": self.trace,
         }
+        if self.verdict != "drop":
+            out["out_hex"] = self.packet.hex()  # the frame's bytes, as the DPDK engine gives them
+        return out
 
 
 @attrs.define
