@@ -22,6 +22,7 @@ import attrs
 from finsy.proto import rpc_code
 
 from felix_p4 import pipeline as P
+from felix_p4.softswitch.ingress import PORT_MTU, ingress_drop_reason
 from felix_p4.softswitch.packet import ETH_ARP, ETH_IPV4, ETH_IPV6
 from felix_p4.softswitch.store import Lookup, P4RuntimeError, TableStore
 
@@ -100,23 +101,6 @@ class _Headers:
 
 class ParserError(Exception):
     pass
-
-
-def frame_shorter_than_claimed(raw: bytes) -> bool:
-    """The port's input check (both engines, as NICs check lengths): a frame shorter than its
-    IP header says. P4-DPDK's extract does not check the frame's length."""
-    if len(raw) < 14:
-        return True
-    (ether_type,) = struct.unpack_from("!H", raw, 12)
-    if ether_type == ETH_IPV4 and len(raw) >= 18:
-        (total,) = struct.unpack_from("!H", raw, 16)
-        return len(raw) < 14 + max(total, 20)
-    if ether_type == ETH_IPV6 and len(raw) >= 20:
-        (payload,) = struct.unpack_from("!H", raw, 18)
-        return len(raw) < 54 + payload
-    if ether_type == ETH_ARP:
-        return len(raw) < 42
-    return False
 
 
 def parse(raw: bytes) -> _Headers:
@@ -370,9 +354,11 @@ class FelixPipeline:
         tables: TableStore,
         clock: Callable[[], float] = time.monotonic,
         profile_seconds: Mapping[int, float] | None = None,
+        mtu: int = PORT_MTU,
     ) -> None:
         self.tables = tables
         self.clock = clock
+        self.mtu = mtu  # the ports' (felix_p4.softswitch.ingress)
         self.profile_seconds = {
             **P.PROFILE_SECONDS,
             P.PROFILE_AFFINITY: P.DEFAULT_AFFINITY_SECONDS,
@@ -449,8 +435,9 @@ class FelixPipeline:
 
     def process(self, in_port: int, raw: bytes, commit: bool = True) -> Result:
         trace: list[dict[str, Any]] = []
-        if frame_shorter_than_claimed(raw):
-            return Result("drop", None, "frame shorter than its headers claim", raw, trace)
+        refused = ingress_drop_reason(raw, self.mtu)
+        if refused is not None:
+            return Result("drop", None, refused, raw, trace)
         try:
             hdr = parse(raw)
         except ParserError as exc:
