@@ -560,9 +560,9 @@ class FelixPipeline:
         if denial:
             return Result("drop", None, denial, raw, trace)
 
-        # FelixRewrite
-        if new_src is not None or new_dst is not None:
-            rewrite(hdr, new_src, new_dst)
+        # FelixRewrite runs for every IP packet that is not dropped, translated or not: the
+        # checksums pass through InternetChecksum either way, so 0x0000 leaves as 0xffff.
+        rewrite(hdr, new_src, new_dst)
         return Result(verdict, egress_port, reason, hdr.emit(), trace)
 
     def _services(

@@ -155,3 +155,18 @@ def test_a_frame_longer_than_the_port_mtu_is_dropped_at_the_port(pipeline):
     assert pipeline.process(1, bytes(fits)).verdict == "host"
     result = pipeline.process(1, bytes(longer))
     assert result.verdict == "drop" and "longer than the port MTU 2048" in result.reason
+
+
+def test_checksums_pass_through_the_rewrite_even_untranslated(pipeline):
+    """FelixRewrite runs for every forwarded IP packet, and P4-DPDK's InternetChecksum never
+    writes zero: a zero IPv4 or TCP checksum leaves as 0xffff (found by the differential
+    tests: the model left untranslated packets alone)."""
+    sent = Ether(build({"src": "10.65.0.2", "dst": "10.65.1.5", "proto": "tcp"}))
+    sent[IP].chksum, sent[TCP].chksum = 0, 0
+
+    result = pipeline.process(1, bytes(sent))
+
+    out = Ether(result.packet)
+    assert result.verdict == "host"
+    assert (out[IP].chksum, out[TCP].chksum) == (0xFFFF, 0xFFFF)
+    assert bytes(out[TCP].payload) == bytes(sent[TCP].payload)
