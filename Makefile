@@ -9,8 +9,8 @@ SHIM := build/felix-p4-shim
 KUSTOMIZE_VERSION := v5.8.2
 KUSTOMIZE := build/tools/kustomize-$(KUSTOMIZE_VERSION)
 
-.PHONY: all demo demo-netns test lint typecheck pytest proto pipeline p4info bench fuzz clean shim dist kustomize \
-	swx swx-dpdk-check swx-if-dpdk
+.PHONY: all demo demo-netns test lint typecheck pytest differential proto pipeline p4info bench fuzz \
+	clean shim dist kustomize swx swx-dpdk-check swx-if-dpdk
 
 all: test
 
@@ -46,6 +46,12 @@ typecheck: $(STAMP)
 # timeout for the tests themselves.
 pytest: $(STAMP) $(SHIM) $(KUSTOMIZE)
 	KUSTOMIZE=$(abspath $(KUSTOMIZE)) $(BIN)/pytest -q
+
+# Differential tests (tests/differential): the behavioural model and P4-DPDK given the same
+# entries and the same frames, compared packet by packet. `make test` runs a sample; this runs
+# thousands of cases (about half an hour on 2 cores). Needs DPDK (make swx).
+differential: $(STAMP) swx
+	DIFFERENTIAL=thorough $(BIN)/pytest -q -p no:timeout tests/differential
 
 # The Felix shim (packaging/felix-p4-shim.c): static, so it runs in calico-node's image, which
 # has no libc to link against at run time.
@@ -127,6 +133,8 @@ fuzz: $(STAMP)
 	$(BIN)/python fuzz/fuzz_felix.py -runs=$(FUZZ_RUNS) -max_len=4096 build/fuzz-corpus
 
 # Benchmarks (not part of `test`): `make bench BENCH_ARGS="--scale S --profile"`; see bench/RESULTS.md.
+# Where DPDK runs (make swx) they include packets per second on one core, P4-DPDK engine vs
+# behavioural model (--forwarding).
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -218,6 +218,27 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def forwarding_lines(figures: dict[str, Any]) -> list[str]:
+    """The forwarding measurement (bench/forwarding.py), or why there is none."""
+    if "skipped" in figures or "error" in figures:
+        why = figures.get("skipped") or f"{figures['error']} (in {figures.get('stalled_in')})"
+        return [f"forwarding on one core: not measured: {why}"]
+    dpdk, model = figures["dpdk"], figures["model"]
+    return [
+        f"forwarding on one core (CPU {figures['cpu']}), {figures['frames']:,} flows over "
+        f"{figures['entries']:,} entries, {figures['forwarded_per_pass']:,} forwarded per pass, "
+        f"outputs of both engines {'agree' if figures['outputs_agree'] else 'DIFFER'}:",
+        f"  P4-DPDK engine {dpdk['pps']:,.0f} packets/s ({dpdk['packets']:,} in "
+        f"{dpdk['seconds']:.2f} s), behavioural model {model['pps']:,.0f} packets/s "
+        f"({model['packets']:,} in {model['seconds']:.2f} s): ratio {figures['ratio']:,.0f}",
+        f"  setup: entries into the store {figures['setup_seconds']['store']:.1f} s, "
+        f"into SWX {figures['setup_seconds']['swx_program']:.1f} s, policy stages through the "
+        f"target's Write path {figures['setup_seconds']['swx_policy_stages']:.1f} s; refused by "
+        f"SWX (left out of both): "
+        + (", ".join(f"{t} {n:,}" for t, n in figures["refused"].items()) or "nothing"),
+    ]
+
+
 def _f(value: Any, digits: int = 2) -> str:
     if value is None:
         return "-"
@@ -314,6 +335,9 @@ def table(results: dict[str, Any]) -> str:
             + f"; {compiled['programs']} distinct programs, "
             f"{compiled['program_entries']:,} program entries",
         ]
+    forwarding = results.get("forwarding")
+    if forwarding is not None:
+        lines += ["", *forwarding_lines(forwarding)]
     profile = _ok(results.get("profile"))
     for phase, figures in (profile or {}).get("phases", {}).items():
         lines += [

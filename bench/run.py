@@ -23,12 +23,14 @@ from finsy.proto import p4r
 from bench import report
 from bench.compile_time import compile_times
 from bench.felix_side import REMOVED, UP, FelixSide
+from bench.forwarding import flow_frames, write_frames
 from bench.generate import PRESETS, EndpointChange, Workload, generate
 from bench.raw import write_raw
 from bench.servers import ServerProcess, read_recorded
 from felix_p4.p4.artefacts import load_pipeline
 from felix_p4.p4.client import P4RuntimeClient
 from felix_p4.settings import PipelineSettings
+from felix_p4.swx import availability
 
 OUT = Path(__file__).resolve().parent / "out"
 START_TIMEOUT = 60.0
@@ -59,6 +61,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="seconds any one phase may take"
     )
+    parser.add_argument(
+        "--forwarding",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="packets per second on one core, P4-DPDK engine vs behavioural model "
+        "(bench/forwarding.py); auto: where DPDK can run",
+    )
+    parser.add_argument(
+        "--forwarding-seconds", type=float, default=3.0, help="timed seconds per engine"
+    )
     return parser.parse_args(argv)
 
 
@@ -71,6 +83,7 @@ class Bench:
         self.out = out
         self.phase = "start"  # what is running, for the report when a run fails
         self.services_path = out / f"services-{workload.scale.name}.json"
+        self.recorded: Path | None = None  # the snapshot's WriteRequests, once recorded
         # JSON is YAML; the file source parses it with the JSON parser (far faster at scale S).
         self.services_path.write_text(
             json.dumps({"apiVersion": "v1", "kind": "List", "items": workload.kubernetes})
@@ -214,6 +227,7 @@ class Bench:
             finally:
                 await felix.stop()
             await server.dump(recorded_path, 0, snapshot["write_requests"])
+            self.recorded = recorded_path
         finally:
             await server.stop()
         requests = read_recorded(recorded_path)
@@ -281,6 +295,58 @@ class Bench:
             },
             "peak_rss_mb": {"end": rss.get("VmHWM", 0) / 1024},
         }
+
+    async def record_snapshot(self) -> Path:
+        """The snapshot's WriteRequests as the driver writes them, recorded at a null server."""
+        path = self.out / f"writes-{self.workload.scale.name}.bin"
+        server = await ServerProcess.start("null", self.out / "server-record.log", record=True)
+        try:
+            felix = self.spawn(server.address, "record")
+            try:
+                snapshot = await self.snapshot(felix, server)
+            finally:
+                await felix.stop()
+            await server.dump(path, 0, snapshot["write_requests"])
+        finally:
+            await server.stop()
+        return path
+
+    async def run_forwarding(self) -> dict[str, Any]:
+        """Packets per second on one core through the P4-DPDK engine and the behavioural
+        model, both holding the snapshot's entries, measured in one child process
+        (bench/forwarding.py)."""
+        name = self.workload.scale.name
+        if self.recorded is None:
+            self.phase = "forwarding: recording the snapshot's writes"
+            self.recorded = await self.record_snapshot()
+        frames = self.out / f"frames-{name}.json"
+        write_frames(frames, flow_frames(self.workload, self.args.seed))
+        figures = self.out / f"forwarding-{name}.json"
+        log = self.out / f"forwarding-{name}.log"
+        self.phase = "forwarding: programming both engines and measuring"
+        with log.open("w") as stderr:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.forwarding",
+                str(self.recorded),
+                str(frames),
+                "--seconds",
+                str(self.args.forwarding_seconds),
+                "--json",
+                str(figures),
+                stderr=stderr,
+            )
+            try:
+                code = await asyncio.wait_for(child.wait(), self.args.timeout)
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+                raise
+        if code != 0:
+            raise RuntimeError(f"bench.forwarding exited {code}: {log.read_text()[-1000:]}")
+        result: dict[str, Any] = json.loads(figures.read_text())
+        return result
 
     async def run_profile(self) -> dict[str, Any]:
         """The driver under cProfile, one profile per phase: snapshot, latency and churn
@@ -494,6 +560,13 @@ async def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         results["embedded"] = await _guarded(runner, runner.run_embedded)
     runner.phase = "compile per concern"
     results["compile"] = compile_times(workload, runner.config("127.0.0.1:1", "compile"))
+    if args.forwarding != "off":
+        unavailable = availability()
+        if unavailable is None:
+            results["forwarding"] = await _guarded(runner, runner.run_forwarding)
+        else:
+            key = "skipped" if args.forwarding == "auto" else "error"
+            results["forwarding"] = {key: f"the P4-DPDK engine cannot run: {unavailable}"}
     if args.profile:
         results["profile"] = await _guarded(runner, runner.run_profile)
     results["summary"] = report.summary(results)

@@ -8,6 +8,9 @@ import ipaddress
 from hypothesis import strategies as st
 
 from calico_proto import felixbackend_pb2 as fb
+from felix_p4.compile.forwarding import ForwardingSettings, endpoint_entries, node_entries
+from felix_p4.compile.ipsets import Classifier
+from felix_p4.compile.policy import SET_BITS, PolicyCompiler, program_spec
 from felix_p4.felix.convert import workload_endpoint
 from felix_p4.model.endpoints import WorkloadEndpointKey
 from felix_p4.model.policy import (
@@ -23,6 +26,7 @@ from felix_p4.model.policy import (
 )
 from felix_p4.model.reference import Packet
 from felix_p4.model.values import prefix_of
+from felix_p4.pipeline.entries import TableEntry
 
 POD_A = ("cali-a", "10.0.0.1", "fd00::1", 1)
 POD_B = ("cali-b", "10.0.0.2", "fd00::2", 2)
@@ -218,3 +222,28 @@ def packet_spec(pkt: Packet) -> dict:
     if pkt.icmp_type is not None:
         spec.update(icmp_type=pkt.icmp_type, icmp_code=pkt.icmp_code)
     return spec
+
+
+def world_entries(world: dict) -> tuple[list[TableEntry], dict]:
+    """What the driver installs for pods A and B in `world` (each entry once), and the two
+    endpoints by name."""
+    compiler = PolicyCompiler(Classifier(SET_BITS))
+    settings = ForwardingSettings(host_port=HOST_PORT)
+    entries = node_entries(settings)
+    endpoints = {}
+    for pod in (POD_A, POD_B):
+        ep = endpoint(pod, world)
+        endpoints[pod[0]] = ep
+        ids = {}
+        for direction in ("egress", "ingress"):
+            spec = program_spec(ep, direction, world["policies"], world["profiles"])
+            program = compiler.ensure(spec, world["ipsets"].get)
+            entries += program.entries
+            ids[direction] = program.id
+        entries += endpoint_entries(ep, pod[3], settings, ids["egress"], ids["ingress"])
+    for owner in compiler.classifier.changed:
+        entries += compiler.classifier.entries_for(owner)
+    unique: dict[object, TableEntry] = {}
+    for entry in entries:
+        unique.setdefault(entry.key, entry)  # programs shared by both pods
+    return list(unique.values()), endpoints

@@ -4,11 +4,13 @@ Felix messages over fds 3/4, then its packets traced over gRPC and checked."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +158,25 @@ def format_result(name: str, result: dict[str, Any], failures: list[str] | None 
 
 
 async def run_scenario(scenario: dict[str, Any], as_json: bool, out: Any = sys.stdout) -> int:
-    messages = [to_dataplane(item, i) for i, item in enumerate(scenario.get("felix") or [])]
     server, port, _ = await start_target("127.0.0.1:0")
     address = f"127.0.0.1:{port}"
+    try:
+        async with scenario_driver(scenario, address) as (messages, settings):
+            async with grpc.aio.insecure_channel(address) as channel:
+                target = TargetClient(channel)
+                return await _send_packets(scenario, messages, settings, target, as_json, out)
+    finally:
+        await server.stop(None)
+
+
+@contextlib.asynccontextmanager
+async def scenario_driver(
+    scenario: dict[str, Any], address: str
+) -> AsyncIterator[tuple[list[fb.ToDataplane], dict[str, Any]]]:
+    """A driver spawned as Felix spawns it, programming the target at `address` (plaintext),
+    fed the scenario's Felix messages and its Kubernetes objects; yields once the dataplane is
+    in sync, with the messages and the settings the driver runs with. The driver stops after."""
+    messages = [to_dataplane(item, i) for i, item in enumerate(scenario.get("felix") or [])]
     settings: dict[str, Any] = {
         # The sim's own target on loopback: plaintext, by explicit choice.
         "p4runtime": {"address": address, "plaintext": True},
@@ -190,12 +208,9 @@ async def run_scenario(scenario: dict[str, Any], as_json: bool, out: Any = sys.s
     driver = spawn_driver(env=env)
     try:
         await _feed_and_settle(driver, messages)
-        async with grpc.aio.insecure_channel(address) as channel:
-            target = TargetClient(channel)
-            return await _send_packets(scenario, messages, settings, target, as_json, out)
+        yield messages, settings
     finally:
         await driver.stop()
-        await server.stop(None)
         for path in temporary:
             os.unlink(path)
 
@@ -236,23 +251,21 @@ async def _feed_and_settle(driver: Any, messages: list[fb.ToDataplane]) -> None:
         ) from None
 
 
-async def _send_packets(
+async def packet_requests(
     scenario: dict[str, Any],
     messages: list[fb.ToDataplane],
     settings: dict[str, Any],
     target: TargetClient,
-    as_json: bool,
-    out: Any,
-) -> int:
+) -> list[tuple[str, dict[str, Any]]]:
+    """(name, Trace request) of each of the scenario's packets, in order: ports by number, a
+    pod's packets with the pod's MAC."""
     macs = _endpoint_macs(messages)
     static = settings.get("ports", {}).get("map", {})
     port_names: dict[int, str] = {}
     for name in macs:
         number = static.get(name) if name in static else await target.port_of(name)
         port_names[int(number)] = name
-    results = []
-    by_name: dict[str, dict[str, Any]] = {}
-    failed = 0
+    requests = []
     for i, item in enumerate(scenario.get("packets") or []):
         name = item.get("name", f"packet-{i}")
         in_port = item.get("in_port")
@@ -267,6 +280,24 @@ async def _send_packets(
             if pod and "src_mac" not in spec:
                 spec["src_mac"] = macs[pod]
             request["packet"] = spec
+        requests.append((name, request))
+    return requests
+
+
+async def _send_packets(
+    scenario: dict[str, Any],
+    messages: list[fb.ToDataplane],
+    settings: dict[str, Any],
+    target: TargetClient,
+    as_json: bool,
+    out: Any,
+) -> int:
+    items = scenario.get("packets") or []
+    requests = await packet_requests(scenario, messages, settings, target)
+    results = []
+    by_name: dict[str, dict[str, Any]] = {}
+    failed = 0
+    for item, (name, request) in zip(items, requests, strict=True):
         try:
             result = await target.trace(request)
         except grpc.aio.AioRpcError as exc:

@@ -22,6 +22,7 @@ import attrs
 from finsy.proto import rpc_code
 
 from felix_p4 import pipeline as P
+from felix_p4.softswitch.ingress import PORT_MTU, ingress_drop_reason
 from felix_p4.softswitch.packet import ETH_ARP, ETH_IPV4, ETH_IPV6
 from felix_p4.softswitch.store import Lookup, P4RuntimeError, TableStore
 
@@ -52,15 +53,16 @@ class Result:
     trace: list[dict[str, Any]]
 
     def to_json(self, describe: Any) -> dict[str, Any]:
-        return {
+        out = {
             "verdict": self.verdict,
             "egress_port": self.egress_port,
             "reason": self.reason,
             "packet": describe(self.packet) if self.verdict != "drop" else None,
             "trace": self.trace,
-            # The frame as it leaves (the DPDK engine's traces carry it too).
-            **({"out_hex": self.packet.hex()} if self.verdict != "drop" else {}),
         }
+        if self.verdict != "drop":
+            out["out_hex"] = self.packet.hex()  # the frame's bytes, as the DPDK engine gives them
+        return out
 
 
 @attrs.define
@@ -111,23 +113,6 @@ class _Headers:
 
 class ParserError(Exception):
     pass
-
-
-def frame_shorter_than_claimed(raw: bytes) -> bool:
-    """The port's input check (both engines, as NICs check lengths): a frame shorter than its
-    IP header says. P4-DPDK's extract does not check the frame's length."""
-    if len(raw) < 14:
-        return True
-    (ether_type,) = struct.unpack_from("!H", raw, 12)
-    if ether_type == ETH_IPV4 and len(raw) >= 18:
-        (total,) = struct.unpack_from("!H", raw, 16)
-        return len(raw) < 14 + max(total, 20)
-    if ether_type == ETH_IPV6 and len(raw) >= 20:
-        (payload,) = struct.unpack_from("!H", raw, 18)
-        return len(raw) < 54 + payload
-    if ether_type == ETH_ARP:
-        return len(raw) < 42
-    return False
 
 
 def _probe(raw: bytes, ether_type: int) -> str:
@@ -422,9 +407,11 @@ class FelixPipeline:
         tables: TableStore,
         clock: Callable[[], float] = time.monotonic,
         profile_seconds: Mapping[int, float] | None = None,
+        mtu: int = PORT_MTU,
     ) -> None:
         self.tables = tables
         self.clock = clock
+        self.mtu = mtu  # the ports' (felix_p4.softswitch.ingress)
         self.profile_seconds = {
             **P.PROFILE_SECONDS,
             P.PROFILE_AFFINITY: P.DEFAULT_AFFINITY_SECONDS,
@@ -501,8 +488,9 @@ class FelixPipeline:
 
     def process(self, in_port: int, raw: bytes, commit: bool = True) -> Result:
         trace: list[dict[str, Any]] = []
-        if frame_shorter_than_claimed(raw):
-            return Result("drop", None, "frame shorter than its headers claim", raw, trace)
+        refused = ingress_drop_reason(raw, self.mtu)
+        if refused is not None:
+            return Result("drop", None, refused, raw, trace)
         try:
             hdr = parse(raw)
         except ParserError as exc:
@@ -681,9 +669,9 @@ class FelixPipeline:
         if denial:
             return Result("drop", None, denial, raw, trace)
 
-        # FelixRewrite
-        if new_src is not None or new_dst is not None:
-            rewrite(hdr, new_src, new_dst)
+        # FelixRewrite runs for every IP packet that is not dropped, translated or not: the
+        # checksums pass through InternetChecksum either way, so 0x0000 leaves as 0xffff.
+        rewrite(hdr, new_src, new_dst)
 
         # FelixTunnelOut
         if route_kind in ("vxlan", "ipip", "node"):

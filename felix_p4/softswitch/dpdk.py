@@ -10,7 +10,7 @@ so the store and SWX never disagree.
 SWX knows an entry by its value and mask only, so P4Runtime entries that differ only in priority
 are one SWX entry: the highest-priority one is programmed, and the next takes its place when it
 is deleted. Frames are checked at the ports as a NIC would before they reach the pipeline (see
-`ingress_drop_reason`). Learned state (conntrack, service pins, affinity) lives only in SWX:
+`felix_p4.softswitch.ingress`). Learned state (conntrack, service pins, affinity) lives only in SWX:
 reads of learner tables return nothing, and a pipeline commit starts with none.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import struct
 import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -36,6 +35,7 @@ from felix_p4.softswitch.dpdk_translate import (
     TableMap,
     TranslationError,
 )
+from felix_p4.softswitch.ingress import PORT_MTU, ingress_drop_reason
 from felix_p4.softswitch.packet import describe
 from felix_p4.softswitch.store import P4RuntimeError, TableStore
 from felix_p4.swx import SwxError, SwxPipeline
@@ -51,7 +51,6 @@ P4INFO = "felix_pna.p4info.txtpb"
 # sets (the spec's timeout list is compiled in; DPDK 22.11 can change one on the live pipeline).
 AFFINITY_PROFILE = 6
 AFFINITY_TABLE = "service_affinity"
-ETH_ARP, ETH_IPV4, ETH_IPV6 = 0x0806, 0x0800, 0x86DD
 
 
 @attrs.frozen(slots=True)
@@ -61,7 +60,7 @@ class DpdkSettings:
     n_ports: int = 256
     memory_mb: int = 1024  # DPDK's EAL pool; a pipeline push briefly holds two pipelines
     affinity_seconds: int = 10800  # seconds: Kubernetes' default ClientIP timeout
-    mtu: int = 2048  # longest frame a port takes (SWX cuts longer ones; we drop them)
+    mtu: int = PORT_MTU  # longest frame a port takes (SWX cuts longer ones; we drop them)
     # P4Info table name -> entries SWX holds, fewer than the P4Info says (testing, small devices)
     table_limits: Mapping[str, int] = attrs.field(factory=dict)
     # P4 port -> caller-owned non-blocking fd (AF_PACKET socket, TAP fd) instead of a test port:
@@ -537,33 +536,6 @@ class DpdkEngine:
                 ts = pipeline.table_stats(table.spec_name)
                 out[name] = (ts.hits, ts.misses, 0, ts.actions)
         return out
-
-
-def ingress_drop_reason(frame: bytes, mtu: int) -> str | None:
-    """Why a port drops `frame` before the pipeline sees it, as a NIC would, or None.
-
-    P4-DPDK's `extract` copies a header without checking that the frame holds it, and the
-    parser takes the IP header's length at its word, so a frame shorter than its headers (an
-    IPv4 frame shorter than 14 + total length, IPv6 shorter than 54 + payload length) would be
-    parsed from bytes past its end. A frame longer than the port's MTU would be cut by the port.
-    """
-    if len(frame) > mtu:
-        return f"frame of {len(frame)} bytes is longer than the port MTU {mtu}"
-    if len(frame) < 14:
-        return f"frame of {len(frame)} bytes is shorter than an Ethernet header"
-    (ether_type,) = struct.unpack_from("!H", frame, 12)
-    need = 0
-    if ether_type == ETH_ARP:
-        need, what = 14 + 28, "an ARP header"
-    elif ether_type == ETH_IPV4:
-        total = struct.unpack_from("!H", frame, 16)[0] if len(frame) >= 18 else 0
-        need, what = 14 + max(20, total), f"its IPv4 total length {total} claims"
-    elif ether_type == ETH_IPV6:
-        payload = struct.unpack_from("!H", frame, 18)[0] if len(frame) >= 20 else 0
-        need, what = 54 + payload, f"its IPv6 payload length {payload} claims"
-    if len(frame) < need:
-        return f"frame of {len(frame)} bytes is shorter than {what} ({need} bytes)"
-    return None
 
 
 def _result(

@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -113,6 +113,7 @@ def _bind(lib: ctypes.CDLL) -> None:
         "fsx_run": (None, (p, u32)),
         "fsx_run_until": (i, (p, u32, u64, u64, u64, *err)),
         "fsx_run_until_idle": (i, (p, u64)),
+        "fsx_run_burst": (i, (p, u64, u64, u32, u64, *err)),
         "fsx_port_stats": (i, (p, u32, c.POINTER(u64))),
         "fsx_out_pkts_total": (u64, (p,)),
         "fsx_table_stats": (i, (p, s, c.POINTER(u64), c.POINTER(u64), *err)),
@@ -609,6 +610,34 @@ class SwxPipeline:
             # Frames from caller-owned fds may have been in the pipeline too and ended the
             # wait early: let everything in flight leave.
             self._lib.fsx_run_until_idle(self._ptr, _MAX_INSTRUCTIONS)
+        return self.received()
+
+    def send(self, in_port: int, frames: Sequence[bytes]) -> None:
+        """Queue frames on `in_port`'s wire (its test socket) without running the pipeline;
+        `run_burst` pushes them through. The socket holds about a thousand small frames."""
+        peer = self._test_ports.get(in_port)
+        if peer is None:
+            raise SwxError(f"port {in_port} is not a test port of this pipeline")
+        for frame in frames:
+            try:
+                peer.send(frame)
+            except BlockingIOError:
+                raise SwxError(f"port {in_port}'s socket is full: send fewer frames") from None
+
+    def run_burst(self, n_frames: int, chunk: int = 256) -> None:
+        """Run until the `n_frames` frames queued by `send` have been read and have all left
+        (a port or the drop port), reading the counters every `chunk` instructions."""
+        in_before = sum(self.port_stats(p).rx_packets for p in self._test_ports)
+        out_before = int(self._lib.fsx_out_pkts_total(self._ptr))
+        err = _err()
+        limit = _MAX_INSTRUCTIONS * max(1, n_frames)
+        status = self._lib.fsx_run_burst(
+            self._ptr, in_before + n_frames, out_before + n_frames, chunk, limit, err, _ERR_LEN
+        )
+        _check(status, err)
+
+    def received(self) -> list[tuple[int, bytes]]:
+        """Every frame that left on a test port since the last call, by port."""
         outputs = []
         for port, sock in sorted(self._test_ports.items()):
             while True:

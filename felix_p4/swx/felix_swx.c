@@ -1021,6 +1021,38 @@ fsx_run_until(struct fsx_pipeline *x, uint32_t in_port, uint64_t in_pkts, uint64
 		    in_port, (unsigned long)max_instructions);
 }
 
+/* Run until the input ports have received in_pkts packets in total and the output ports (drop
+ * port included) have sent out_pkts, then flush: a burst of frames queued on the input ports,
+ * pushed through with the counters read every `chunk` instructions (fsx_run_until reads them
+ * every few, which would dominate a throughput measurement). A port reads up to a burst of
+ * frames at once, so the output side is waited for once the input is in.
+ */
+FSX_EXPORT int
+fsx_run_burst(struct fsx_pipeline *x, uint64_t in_pkts, uint64_t out_pkts, uint32_t chunk,
+	      uint64_t max_instructions, char *err, size_t errlen)
+{
+	uint64_t done = 0;
+
+	if (!chunk)
+		return fail(err, errlen, -EINVAL, "a chunk of 0 instructions");
+	while (done < max_instructions && in_pkts_total(x) < in_pkts) {
+		rte_swx_pipeline_run(x->p, chunk);
+		done += chunk;
+	}
+	while (done < max_instructions && out_pkts_total(x) < out_pkts) {
+		rte_swx_pipeline_run(x->p, chunk);
+		done += chunk;
+	}
+	rte_swx_pipeline_flush(x->p);
+	if (done >= max_instructions)
+		return fail(err, errlen, -ETIMEDOUT,
+			    "the burst did not get through within %lu instructions (%lu of %lu "
+			    "frames in, %lu of %lu out)", (unsigned long)max_instructions,
+			    (unsigned long)in_pkts_total(x), (unsigned long)in_pkts,
+			    (unsigned long)out_pkts_total(x), (unsigned long)out_pkts);
+	return 0;
+}
+
 /* out = hit, miss; per_action[action id] for every pipeline action (n_actions entries). */
 FSX_EXPORT int
 fsx_table_stats(struct fsx_pipeline *x, const char *table, uint64_t *out, uint64_t *per_action,

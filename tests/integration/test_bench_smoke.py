@@ -1,5 +1,6 @@
 """`python -m bench --scale tiny` runs every phase through the real driver and reports every
-figure (no timing thresholds: a benchmark's numbers are results, not pass/fail)."""
+figure (no timing thresholds: a benchmark's numbers are results, not pass/fail), the
+forwarding comparison included where DPDK runs (both engines' outputs must agree)."""
 
 import json
 import subprocess
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.report import HEADLINE
+from felix_p4.swx import availability
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -16,7 +18,17 @@ FIGURES = (*HEADLINE, "compile_seconds")
 def test_tiny_bench_reports_every_figure(tmp_path):
     out = tmp_path / "results.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--scale", "tiny", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--scale",
+            "tiny",
+            "--out",
+            str(tmp_path),
+            "--forwarding-seconds",
+            "0.3",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -38,3 +50,10 @@ def test_tiny_bench_reports_every_figure(tmp_path):
         "restart: entries rewritten",
     }
     assert "DESIGN.md section 6 targets" in done.stdout
+    forwarding = results["forwarding"]
+    if availability() is None:
+        assert forwarding["outputs_agree"], forwarding
+        assert forwarding["dpdk"]["packets"] > 0 and forwarding["model"]["packets"] > 0
+        assert "forwarding on one core" in done.stdout
+    else:
+        assert "skipped" in forwarding

@@ -10,15 +10,12 @@ from policy_universe import (
     HOST_PORT,
     POD_A,
     POD_B,
-    endpoint,
     packet_spec,
     packets,
+    world_entries,
     worlds,
 )
 
-from felix_p4.compile.forwarding import ForwardingSettings, endpoint_entries, node_entries
-from felix_p4.compile.ipsets import Classifier
-from felix_p4.compile.policy import SET_BITS, PolicyCompiler, program_spec
 from felix_p4.model.reference import PolicyView, evaluate
 from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
 from felix_p4.p4.schema import PipelineSchema
@@ -34,27 +31,8 @@ SCHEMA = PipelineSchema(P4INFO)
 def compile_world(world: dict) -> tuple[FelixPipeline, dict]:
     """Install what the driver would for pods A and B into a fresh table store."""
     store = TableStore(P4INFO, initial_defaults=initial_defaults(P4INFO))
-    compiler = PolicyCompiler(Classifier(SET_BITS))
-    settings = ForwardingSettings(host_port=HOST_PORT)
-    entries = node_entries(settings)
-    endpoints = {}
-    for pod in (POD_A, POD_B):
-        ep = endpoint(pod, world)
-        endpoints[pod[0]] = ep
-        ids = {}
-        for direction in ("egress", "ingress"):
-            spec = program_spec(ep, direction, world["policies"], world["profiles"])
-            program = compiler.ensure(spec, world["ipsets"].get)
-            entries += program.entries
-            ids[direction] = program.id
-        entries += endpoint_entries(ep, pod[3], settings, ids["egress"], ids["ingress"])
-    for owner in compiler.classifier.changed:
-        entries += compiler.classifier.entries_for(owner)
-    seen = set()
+    entries, endpoints = world_entries(world)
     for entry in entries:
-        if entry.key in seen:
-            continue  # programs shared by both pods
-        seen.add(entry.key)
         store.write(
             p4r.Update(type=p4r.Update.INSERT, entity=p4r.Entity(table_entry=SCHEMA.encode(entry)))
         )

@@ -100,6 +100,25 @@ def test_a_frame_nothing_forwards_is_dropped_and_counted(pipeline):
     assert pipeline.table_stats("routes").actions["route_drop"] == 1
 
 
+def test_a_burst_queued_on_several_ports_goes_through_in_one_run(pipeline):
+    pipeline.table_add(
+        "l2_fwd", "match 0x020000000002 action l2_forward port_out 3 smac 0x0a0b0c0d0e0f"
+    )
+    pipeline.commit()
+    forwarded = [frame(dst_mac="02:00:00:00:00:02", sport=40000 + i) for i in range(300)]
+    dropped = [frame(dst_mac="02:00:00:00:00:09", sport=41000 + i) for i in range(100)]
+    dropped_before = pipeline.dropped
+
+    pipeline.send(0, forwarded[:150] + dropped)
+    pipeline.send(4, forwarded[150:])
+    pipeline.run_burst(400)
+
+    out = pipeline.received()
+    assert [port for port, _ in out] == [3] * 300
+    assert sorted(Ether(f)[TCP].sport for _, f in out) == list(range(40000, 40300))
+    assert pipeline.dropped - dropped_before == 100
+
+
 def test_abort_discards_staged_entries(pipeline):
     pipeline.table_add("l2_fwd", "match 0x020000000002 action l2_forward port_out 3 smac 0x1")
     pipeline.abort()

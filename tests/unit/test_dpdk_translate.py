@@ -18,8 +18,9 @@ from scapy.layers.l2 import ARP, Ether
 from felix_p4.p4.artefacts import P4SRC, load_p4info
 from felix_p4.p4.schema import PipelineSchema
 from felix_p4.pipeline.entries import Exact, Lpm, TableEntry, Ternary
-from felix_p4.softswitch.dpdk import _with_sizes, ingress_drop_reason
+from felix_p4.softswitch.dpdk import _with_sizes
 from felix_p4.softswitch.dpdk_translate import SWX_PRIORITY_MAX, PipelineMap, TranslationError
+from felix_p4.softswitch.ingress import ingress_drop_reason
 from felix_p4.swx import spec as swx_spec
 
 P4INFO = load_p4info(P4SRC / "felix_pna.p4info.txtpb")

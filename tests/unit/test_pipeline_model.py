@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 from finsy.proto import p4r
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 
@@ -150,7 +150,36 @@ def test_unknown_port_and_expiring_ttl_are_dropped(pipeline):
     )
 
 
-def test_truncated_packet_is_a_parser_drop(pipeline):
+def test_truncated_packet_is_dropped_at_the_port(pipeline):
     raw = build({"src": "10.65.0.2", "dst": "10.65.0.3", "proto": "tcp"})
     result = pipeline.process(1, raw[:20])
-    assert result.verdict == "drop" and "shorter than its headers claim" in result.reason
+    assert result.verdict == "drop" and "shorter than its IPv4 total length" in result.reason
+
+
+def test_a_frame_longer_than_the_port_mtu_is_dropped_at_the_port(pipeline):
+    """As the DPDK engine's ports do (found by the differential tests: the model forwarded)."""
+    fits = Ether(build({"src": "10.65.0.2", "dst": "10.65.1.5", "proto": "udp"}))
+    fits[IP].add_payload(bytes(2048 - len(fits)))
+    fits[IP].len, fits[UDP].len, fits[UDP].chksum = None, None, None
+    longer = Ether(bytes(fits))
+    longer[IP].add_payload(b"\0")
+    longer[IP].len, longer[UDP].len, longer[UDP].chksum = None, None, None
+
+    assert pipeline.process(1, bytes(fits)).verdict == "host"
+    result = pipeline.process(1, bytes(longer))
+    assert result.verdict == "drop" and "longer than the port MTU 2048" in result.reason
+
+
+def test_checksums_pass_through_the_rewrite_even_untranslated(pipeline):
+    """FelixRewrite runs for every forwarded IP packet, and P4-DPDK's InternetChecksum never
+    writes zero: a zero IPv4 or TCP checksum leaves as 0xffff (found by the differential
+    tests: the model left untranslated packets alone)."""
+    sent = Ether(build({"src": "10.65.0.2", "dst": "10.65.1.5", "proto": "tcp"}))
+    sent[IP].chksum, sent[TCP].chksum = 0, 0
+
+    result = pipeline.process(1, bytes(sent))
+
+    out = Ether(result.packet)
+    assert result.verdict == "host"
+    assert (out[IP].chksum, out[TCP].chksum) == (0xFFFF, 0xFFFF)
+    assert bytes(out[TCP].payload) == bytes(sent[TCP].payload)
