@@ -29,7 +29,8 @@ struct reverse_params_t {
 control FelixServices(inout headers_t hdr, inout metadata_t meta) {
 
     // A front end (cluster IP, external IP, load-balancer IP or node address with a node
-    // port): its buckets (group, mask), the service (for affinity), whether it has ClientIP
+    // port): its buckets (group, mask), its affinity scope (service_id: the control plane
+    // gives one per service port, family and scope), whether it has ClientIP
     // affinity (the timeout is the target's affinity profile), and the hairpin source.
     @id(0x01000040) @name(".to_service")
     action to_service(@id(1) bit<32> group, @id(2) bit<32> service_id,

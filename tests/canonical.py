@@ -87,7 +87,7 @@ def canonical(entities: list[Entity]) -> set:
         params = dict(e.params)
         if e.table == "services" and e.metadata:
             info = json.loads(e.metadata)
-            for name in ("group", "service_id"):
+            for name in ("group", "service_id", "affinity"):
                 params.pop(name, None)
                 info.pop(name, None)
             e = attrs.evolve(e, metadata=json.dumps(info, sort_keys=True).encode())

@@ -97,8 +97,14 @@ class NodeContext:
     hairpin: dict[int, IPAddress]  # per family: the source a pod sees when it reached itself
 
 
+_ID_LIMIT = 1 << 32  # the P4 program's group ids are 32-bit
+
+
 class _Ids:
-    """Small integer ids for hashable identities, reusable after release, recoverable."""
+    """Integer ids for hashable identities, recoverable. A released id is reused only once
+    every fresh one up to 2^32 is taken: the device may still hold learned state keyed by it
+    (a ClientIP affinity entry lives until its timeout, three hours by default), which a new
+    owner of the id would otherwise inherit."""
 
     def __init__(self) -> None:
         self.by_key: dict[object, int] = {}
@@ -110,9 +116,13 @@ class _Ids:
         found = self.by_key.get(key)
         if found is not None:
             return found
-        value = self._free.pop() if self._free else self._next
-        if value == self._next:
+        if self._next < _ID_LIMIT:
+            value = self._next
             self._next += 1
+        elif self._free:
+            value = self._free.pop(0)
+        else:
+            raise ValueError(f"all {_ID_LIMIT - 1} ids are in use")
         self.by_key[key] = value
         self._values.add(value)
         return value
@@ -138,7 +148,11 @@ def _scope_key(service: ServiceKey, port: ServicePort, family: int, scope: str) 
 class ServiceCompiler:
     def __init__(self) -> None:
         self.groups = _Ids()
-        self.services = _Ids()
+        # ClientIP affinity scopes: one per group, replaced by a fresh one whenever a backend
+        # leaves the group, so no learned affinity entry (which the control plane cannot
+        # delete) sends a client to a removed endpoint. Keyed "<group key>#<generation>".
+        self.affinity = _Ids()
+        self.generation: dict[str, int] = {}
         # Each group's buckets as last compiled (or read back), so changes move few of them.
         self.buckets: dict[str, list[Backend | None]] = {}
         self._used: dict[ServiceKey, set[tuple[str, object]]] = {}
@@ -161,8 +175,12 @@ class ServiceCompiler:
             if "group_key" in info:
                 self.groups.adopt(info["group_key"], int(info["group"]))
                 group_keys[int(info["group"])] = info["group_key"]
-            if "service" in info:
-                self.services.adopt(info["service"], int(info["service_id"]))
+            if "affinity_key" in info:
+                key = str(info["affinity_key"])
+                group_key, _, generation = key.rpartition("#")
+                if generation.isdigit():
+                    self.affinity.adopt(key, int(info["affinity"]))
+                    self.generation[group_key] = int(generation)
         found: dict[str, dict[int, Backend]] = {}
         for entry in entries:
             if entry.table != BACKENDS:
@@ -186,8 +204,6 @@ class ServiceCompiler:
         TooManyBackends for a port with more backends than it can have buckets."""
         used: set[tuple[str, object]] = set()
         entities: dict[object, Entity] = {}
-        service_id = self.services.get(str(service.key))
-        used.add(("service", str(service.key)))
         if service.type == "ExternalName":
             self._set_used(service.key, used)
             return []
@@ -212,9 +228,7 @@ class ServiceCompiler:
                     for addr, front_port, group in fronts:
                         if addr.version != family:
                             continue
-                        entry = self._front(
-                            service, port, addr, front_port, group, service_id, node
-                        )
+                        entry = self._front(service, port, addr, front_port, group, node)
                         entities[entry.key] = entry
         finally:
             self._set_used(service.key, used)
@@ -230,8 +244,9 @@ class ServiceCompiler:
         local: bool,
         used: set[tuple[str, object]],
         entities: dict[object, Entity],
-    ) -> tuple[str, int, int] | None:
-        """(group key, group id, bucket mask) of the backends for this port, or None."""
+    ) -> tuple[str, int, int, str, int] | None:
+        """(group key, group id, bucket mask, affinity key, affinity id) of the backends for
+        this port, or None."""
         chosen = backends(service, port, slices, family, node.name if local else None)
         if not chosen:
             return None
@@ -245,7 +260,13 @@ class ServiceCompiler:
             raise TooManyBackends(
                 f"service {service.key} port {port.name or port.port} (IPv{family}): {exc}"
             ) from None
+        before = {b for b in self.buckets.get(group_key, ()) if b is not None}
+        if before - set(slots):
+            self.generation[group_key] = self.generation.get(group_key, 0) + 1
         self.buckets[group_key] = list(slots)
+        affinity_key = f"{group_key}#{self.generation.get(group_key, 0)}"
+        affinity_id = self.affinity.get(affinity_key)
+        used.add(("affinity", affinity_key))
         for index, (addr, target) in enumerate(slots):
             entry = TableEntry.make(
                 BACKENDS,
@@ -254,7 +275,7 @@ class ServiceCompiler:
                 {**params128("addr", addr), "port": target},
             )
             entities[entry.key] = entry
-        return group_key, group_id, len(slots) - 1
+        return group_key, group_id, len(slots) - 1, affinity_key, affinity_id
 
     def _front(
         self,
@@ -262,8 +283,7 @@ class ServiceCompiler:
         port: ServicePort,
         addr: IPAddress,
         front_port: int,
-        group: tuple[str, int, int] | None,
-        service_id: int,
+        group: tuple[str, int, int, str, int] | None,
         node: NodeContext,
     ) -> TableEntry:
         match = {
@@ -274,7 +294,6 @@ class ServiceCompiler:
         }
         info: dict[str, object] = {
             "service": str(service.key),
-            "service_id": service_id,
             "port": port.name or str(port.port),
         }
         if group is None:
@@ -285,8 +304,10 @@ class ServiceCompiler:
                 SERVICE_REJECT.name,
                 metadata=json.dumps(info, sort_keys=True).encode(),
             )
-        group_key, group_id, mask = group
-        info.update(group=group_id, group_key=group_key)
+        group_key, group_id, mask, affinity_key, affinity_id = group
+        info.update(
+            group=group_id, group_key=group_key, affinity=affinity_id, affinity_key=affinity_key
+        )
         hairpin = node.hairpin.get(addr.version, NO_HAIRPIN[addr.version])
         return TableEntry.make(
             SERVICES,
@@ -294,7 +315,11 @@ class ServiceCompiler:
             TO_SERVICE.name,
             {
                 "group": group_id,
-                "service_id": service_id,
+                # ClientIP affinity is kept per service port, IP family and traffic scope (the
+                # group), as kube-proxy keeps it per service port: a client's backend for one
+                # port is never used for another port, nor a cluster-scope backend for an
+                # externalTrafficPolicy: Local front end.
+                "service_id": affinity_id,
                 "affinity_seconds": service.affinity_seconds,
                 **params128("hairpin", int(hairpin)),
                 "bucket_mask": mask,
@@ -324,6 +349,7 @@ class ServiceCompiler:
             if kind == "group":
                 self.groups.release(key)
                 self.buckets.pop(str(key), None)
+                self.generation.pop(str(key), None)
             else:
-                self.services.release(key)
+                self.affinity.release(key)
         self._unused.clear()

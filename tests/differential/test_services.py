@@ -76,10 +76,9 @@ class World:
                 remote = f"10.65.9.{r + 1}" if family == 4 else f"fd00:65:9::{r + 1}"
                 chosen.append((remote, "node-2", True))
             endpoints[family] = chosen
-        # A ClientIP affinity entry is keyed by the Service, not by its port and traffic
-        # scope, so an affinity service here has one port and one scope (docs/dpdk-target.md,
-        # "Differences found by the differential tests": found, not a difference between them).
-        affinity = rng.random() < 0.3 and len(ports) == 1
+        # ClientIP affinity is kept per service port and traffic scope, so an affinity service
+        # may have several ports and a Local external policy.
+        affinity = rng.random() < 0.3
         return {
             "name": f"svc-{k}",
             "type": rng.choice(["ClusterIP", "NodePort"]),
@@ -87,7 +86,7 @@ class World:
             "families": families,
             "ports": ports,
             "affinity": affinity,
-            "external_local": not affinity and rng.random() < 0.3,
+            "external_local": rng.random() < 0.3,
             "endpoints": endpoints,
         }
 

@@ -164,3 +164,96 @@ def test_ids_survive_a_restart_through_the_device():
     second = ServiceCompiler()
     second.recover(entities)
     assert set(second.compile(_service(), [_slice("10.0.0.1", "10.0.0.2")], NODE)) == set(entities)
+
+
+def test_client_ip_affinity_is_kept_per_service_port_and_traffic_scope():
+    """An affinity entry is keyed by the front end's service_id: one per group (service port,
+    family, scope), so a client's backend for port 80 (target 8080) is never reused for port
+    443, nor a cluster-wide backend for an externalTrafficPolicy: Local node port."""
+    svc = _service(
+        "NodePort",
+        sessionAffinity="ClientIP",
+        externalTrafficPolicy="Local",
+        ports=[
+            {"name": "http", "port": 80, "nodePort": 30080},
+            {"name": "https", "port": 443, "nodePort": 30443},
+        ],
+    )
+    slice_ = endpoint_slice_from_k8s(
+        {
+            "addressType": "IPv4",
+            "metadata": {
+                "name": "web-1",
+                "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "web"},
+            },
+            "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "node-1"}],
+            "ports": [{"name": "http", "port": 8080}, {"name": "https", "port": 8443}],
+        }
+    )
+    entities = ServiceCompiler().compile(svc, [slice_], NODE)
+    scopes = {
+        dict(e.match)["port"].value: dict(e.params)["service_id"]
+        for e in entities
+        if e.table == "services"
+    }
+    assert sorted(scopes) == [80, 443, 30080, 30443]
+    assert len(set(scopes.values())) == 4
+
+
+def _affinity(entities):
+    (scope,) = {dict(e.params)["service_id"] for e in entities if e.action == "to_service"}
+    return scope
+
+
+def test_a_backend_leaving_starts_a_new_affinity_scope():
+    """The control plane cannot delete learned affinity entries, so when a backend leaves,
+    the port's front ends get a fresh affinity id: no client is sent to a removed endpoint.
+    A backend joining keeps the clients where they are."""
+    compiler = ServiceCompiler()
+    svc = _service(sessionAffinity="ClientIP")
+    two = _affinity(compiler.compile(svc, [_slice("10.0.0.1", "10.0.0.2")], NODE))
+    three = _affinity(compiler.compile(svc, [_slice("10.0.0.1", "10.0.0.2", "10.0.0.3")], NODE))
+    assert three == two
+    after_leave = compiler.compile(svc, [_slice("10.0.0.1", "10.0.0.3")], NODE)
+    assert _affinity(after_leave) not in (two, three)
+    # A restarted driver reads the scope back and keeps it.
+    again = ServiceCompiler()
+    again.recover(after_leave)
+    assert set(again.compile(svc, [_slice("10.0.0.1", "10.0.0.3")], NODE)) == set(after_leave)
+
+
+def test_a_released_group_id_is_not_handed_to_another_service():
+    """Learned affinity entries keyed by a released id outlive it in the device; a new group
+    must not inherit them, so fresh ids come first."""
+    compiler = ServiceCompiler()
+    first = compiler.compile(_service(), [_slice("10.0.0.1")], NODE)
+    (old,) = {dict(e.params)["group"] for e in first if e.table == "services"}
+    compiler.forget(_service().key)
+    compiler.release_unused()
+    renamed = service_from_k8s(
+        {
+            "metadata": {"name": "api", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "http", "port": 80}]},
+        }
+    )
+    second = compiler.compile(
+        renamed,
+        [
+            endpoint_slice_from_k8s(
+                {
+                    "addressType": "IPv4",
+                    "metadata": {
+                        "name": "api-1",
+                        "namespace": "default",
+                        "labels": {"kubernetes.io/service-name": "api"},
+                    },
+                    "endpoints": [{"addresses": ["10.0.0.9"], "nodeName": "node-1"}],
+                    "ports": [{"name": "http", "port": 8080}],
+                }
+            )
+        ],
+        NODE,
+    )
+    groups = {dict(e.params)["group"] for e in second if e.action == "to_service"}
+    assert groups and old not in groups
