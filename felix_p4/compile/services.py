@@ -141,6 +141,10 @@ class _Ids:
             self._free.append(value)
 
 
+# A service port's backends: (group key, group id, bucket mask, affinity key, affinity id).
+_Group = tuple[str, int, int, str, int]
+
+
 def _scope_key(service: ServiceKey, port: ServicePort, family: int, scope: str) -> str:
     return f"{service}|{port.name}|{port.protocol}|{port.port}|{family}|{scope}"
 
@@ -176,10 +180,10 @@ class ServiceCompiler:
                 self.groups.adopt(info["group_key"], int(info["group"]))
                 group_keys[int(info["group"])] = info["group_key"]
             if "affinity_key" in info:
-                key = str(info["affinity_key"])
-                group_key, _, generation = key.rpartition("#")
+                scope = str(info["affinity_key"])
+                group_key, _, generation = scope.rpartition("#")
                 if generation.isdigit():
-                    self.affinity.adopt(key, int(info["affinity"]))
+                    self.affinity.adopt(scope, int(info["affinity"]))
                     self.generation[group_key] = int(generation)
         found: dict[str, dict[int, Backend]] = {}
         for entry in entries:
@@ -216,7 +220,7 @@ class ServiceCompiler:
                     external = self._group(
                         service, port, slices, family, node, service.external_local, used, entities
                     )
-                    fronts: list[tuple[IPAddress, int, tuple[str, int, int] | None]] = [
+                    fronts: list[tuple[IPAddress, int, _Group | None]] = [
                         (ip, port.port, internal) for ip in service.cluster_ips
                     ]
                     fronts += [
@@ -244,7 +248,7 @@ class ServiceCompiler:
         local: bool,
         used: set[tuple[str, object]],
         entities: dict[object, Entity],
-    ) -> tuple[str, int, int, str, int] | None:
+    ) -> _Group | None:
         """(group key, group id, bucket mask, affinity key, affinity id) of the backends for
         this port, or None."""
         chosen = backends(service, port, slices, family, node.name if local else None)
@@ -283,7 +287,7 @@ class ServiceCompiler:
         port: ServicePort,
         addr: IPAddress,
         front_port: int,
-        group: tuple[str, int, int, str, int] | None,
+        group: _Group | None,
         node: NodeContext,
     ) -> TableEntry:
         match = {
