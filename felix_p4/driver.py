@@ -118,6 +118,8 @@ class Driver:
 
     async def _connect(self) -> Dataplane:
         sync = await self.device.connect()
+        # A restarted embedded target forgot the ports it handed out: give it them again.
+        await self.ports.reannounce()
         dataplane = Dataplane(
             sync,
             self.ports,

@@ -28,7 +28,7 @@ def _driver(args: argparse.Namespace) -> int:
     from felix_p4.p4.schema import SchemaError
     from felix_p4.ports import make_resolver
     from felix_p4.settings import ConfigError, load_settings
-    from felix_p4.softswitch.client import target_port_source
+    from felix_p4.softswitch.client import TargetPorts
 
     overrides: dict[str, Any] = {}
     if getattr(args, "p4runtime_address", None):
@@ -56,7 +56,8 @@ def _driver(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         try:
-            resolver = make_resolver(settings.ports, target_port_source(settings.p4runtime.address))
+            target = TargetPorts(settings.p4runtime.address)
+            resolver = make_resolver(settings.ports, target.resolve, target.announce)
             return await Process(settings, resolver).run(socket_path)
         except (ConfigError, FelixPipesMissing, ArtefactError, SchemaError) as exc:
             logging.getLogger("felix_p4").error("configuration: %s", exc)

@@ -74,10 +74,15 @@ class TargetService:
         if not name:
             raise ValueError("PortOf needs a name")
         if name not in self.ports:
-            # Numbers the asker pinned by name elsewhere (its static map) are never handed out.
+            # Numbers the asker pinned by name elsewhere (its static map, the ports its other
+            # names hold) are never handed out.
             reserved = {int(p) for p in request.get("reserved", ())}
             taken = reserved | set(self.ports.values())
             port = FIRST_AUTO_PORT
+            held = request.get("port")
+            if held is not None and int(held) not in taken and int(held) >= FIRST_AUTO_PORT:
+                # The asker already uses this number for the name (this target restarted).
+                port = int(held)
             while port in taken:
                 port += 1
             if self.dpdk is not None and port >= self.dpdk.settings.n_ports:

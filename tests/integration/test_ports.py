@@ -10,7 +10,7 @@ import logging
 
 import grpc
 import pytest
-from felix_harness import SNAPSHOT, embedded_target, endpoint_update, felix_driver, msg
+from felix_harness import SNAPSHOT, embedded_target, endpoint_update, felix_driver, msg, wait_until
 
 from felix_p4.dataplane import Dataplane
 from felix_p4.dataplane.forwarding import NodeSettings
@@ -110,6 +110,51 @@ def test_a_conflicting_endpoint_is_error_and_logged_once_per_change(caplog):
                 "which is already cali-a's"
             ]
             await client.close()
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())
+
+
+def test_a_restarted_target_gets_its_ports_back_and_new_names_get_free_ones(tmp_path):
+    """Found by running a real Felix against the driver: after the embedded target restarted,
+    a new pod was handed port 1, the host port's, and stayed `error`. The driver now gives the
+    restarted target the ports its names hold, and asks for new ones avoiding them."""
+
+    async def port_of(address: str, name: str) -> int:
+        async with grpc.aio.insecure_channel(address) as channel:
+            return await TargetClient(channel).port_of(name)
+
+    async def main():
+        server, port, target = await start_target("127.0.0.1:0")
+        address = f"127.0.0.1:{port}"
+        try:
+            settings = {"ports": {"mode": "target", "map": {}}}
+            async with felix_driver(address, tmp_path, settings) as felix:
+                await felix.send(*SNAPSHOT, IN_SYNC)
+                await felix.wait_for(lambda r: felix.in_sync())
+                names = ("host", "cali-a", "cali-b")
+                held = {name: await port_of(address, name) for name in names}
+                assert len(set(held.values())) == 3
+                count = target.tables.entry_count("port_classify")
+
+                await server.stop(None)
+                server, _, target = await start_target(address)
+                await wait_until(
+                    lambda: (
+                        target.tables is not None
+                        and target.tables.entry_count("port_classify") == count
+                    ),
+                    timeout=30,
+                    what="the restarted target to be programmed again",
+                )
+                # A new pod, before anything else asks the restarted target for a port.
+                await felix.send(endpoint_update("cali-c", "10.65.0.4/32", "0a:58:0a:41:00:04"))
+                await felix.wait_for(lambda r: "default/cali-c" in felix.statuses())
+                assert felix.statuses()["default/cali-c"] == "up"
+                assert await port_of(address, "cali-c") not in held.values()
+                # The restarted target knows the names by the numbers they had.
+                assert {name: await port_of(address, name) for name in names} == held
         finally:
             await server.stop(None)
 
