@@ -16,6 +16,11 @@ BAD_INPUT = Counter(
 IGNORED_PAYLOADS = Counter(
     "felix_p4_ignored_payloads_total", "Felix payloads deliberately not applied", ["payload"]
 )
+UNSUPPORTED_FIELDS = Counter(
+    "felix_p4_unsupported_fields_total",
+    "Workload endpoint fields Felix set that felix-p4 does not program, per endpoint change",
+    ["field"],
+)
 WRITES = Counter("felix_p4_p4runtime_updates_total", "P4Runtime updates sent", ["result"])
 APPLIES = Counter("felix_p4_applies_total", "Applies of Felix state to the device")
 RECONNECTS = Counter("felix_p4_p4runtime_reconnects_total", "Failed P4Runtime (re)connections")

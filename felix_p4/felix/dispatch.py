@@ -53,7 +53,10 @@ PAYLOADS: dict[str, Payload] = {
     "workload_endpoint_update": Payload(
         convert.apply_endpoint_update,
         _ENDPOINT,
-        "port classification, source check and routes of a local pod; its policy programs",
+        "port classification, source check and routes of a local pod; its policy programs. "
+        "Floating IPs (`ipv4_nat`, `ipv6_nat`) and QoS (`qos_controls`, `qos_policies`) are "
+        "not programmed: logged once per change, counted in "
+        "`felix_p4_unsupported_fields_total`",
     ),
     "workload_endpoint_remove": Payload(
         convert.apply_endpoint_remove,

@@ -49,6 +49,8 @@ class FelixSession:
         self.invalid: dict[WorkloadEndpointKey, str] = {}
         # The endpoint as Felix sent it, echoed in its status (the CNI plugin waits for it).
         self.endpoint_protos: dict[WorkloadEndpointKey, fb.WorkloadEndpoint] = {}
+        # Per endpoint, the fields Felix set that are not programmed (logged once per change).
+        self.unsupported: dict[WorkloadEndpointKey, tuple[str, ...]] = {}
         self._record = FrameRecorder(record) if record else None
 
     async def read(self, reader: asyncio.StreamReader) -> None:
@@ -116,10 +118,12 @@ class FelixSession:
                 key = convert.endpoint_key(pb.id)
                 self.invalid.pop(key, None)
                 self.endpoint_protos[key] = pb.endpoint
+                self._note_unsupported(key, pb.endpoint)
             elif name == "workload_endpoint_remove":
                 key = convert.endpoint_key(pb.id)
                 self.invalid.pop(key, None)
                 self.endpoint_protos.pop(key, None)
+                self.unsupported.pop(key, None)
             elif name == "config_update":
                 self.on_config()
             elif name == "in_sync":
@@ -127,11 +131,38 @@ class FelixSession:
         if state.in_sync and state.changes:
             self.on_change()
 
+    def _note_unsupported(self, key: WorkloadEndpointKey, pb: fb.WorkloadEndpoint) -> None:
+        """Floating IPs (`ipv4_nat`, `ipv6_nat`) and QoS (`qos_controls`, `qos_policies`) are
+        not programmed: the endpoint still works without them. Say so once per change."""
+        fields = tuple(
+            f for f in UNSUPPORTED_ENDPOINT_FIELDS if f in {d.name for d, _ in pb.ListFields()}
+        )
+        if fields == self.unsupported.get(key, ()):
+            return
+        self.unsupported[key] = fields
+        for field in fields:
+            metrics.UNSUPPORTED_FIELDS.labels(field).inc()
+        if fields:
+            log.warning(
+                "workload endpoint %s: %s not programmed by felix-p4 (ignored)",
+                key,
+                ", ".join(f"{f} ({UNSUPPORTED_ENDPOINT_FIELDS[f]})" for f in fields),
+            )
+
     def endpoint_status(self, key: WorkloadEndpointKey, status: str) -> None:
         self.status.endpoint_status(key, status, self.endpoint_protos.get(key))
 
     def endpoint_removed(self, key: WorkloadEndpointKey) -> None:
         self.status.endpoint_removed(key)
+
+
+# WorkloadEndpoint fields Felix may set that felix-p4 does not program, with what they are.
+UNSUPPORTED_ENDPOINT_FIELDS = {
+    "ipv4_nat": "floating IPs",
+    "ipv6_nat": "floating IPs",
+    "qos_controls": "bandwidth, packet-rate and connection limits",
+    "qos_policies": "DSCP marking",
+}
 
 
 class FrameRecorder:

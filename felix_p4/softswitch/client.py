@@ -77,4 +77,3 @@ class TargetPorts:
             else:
                 log.error("target port for %s: %s", name, exc.details())
             return None
-
