@@ -72,6 +72,7 @@ class SyncEngine:
         client: P4RuntimeClient,
         batch_size: int = 1000,
         pipeline: Pipeline = PIPELINE,
+        learned: dict[str, int] | None = None,
     ) -> None:
         self.schema = schema
         self.client = client
@@ -83,12 +84,15 @@ class SyncEngine:
         self._installed: dict[Key, Entity] = {}
         self._claims: dict[Key, dict[Owner, Entity]] = {}
         # Room per table: the declared size, lowered to what the device's P4Info says and to
-        # what the device turns out to hold when it answers RESOURCE_EXHAUSTED.
+        # what the device turns out to hold when it answers RESOURCE_EXHAUSTED. `learned`
+        # holds the latter and outlives this engine (the session keeps it across reconnects).
+        self.learned: dict[str, int] = learned if learned is not None else {}
         self.capacity: dict[str, int] = {}
         for name in pipeline.write_order():
             size = schema.size(name)
             declared = pipeline.capacity(name)
-            self.capacity[name] = min(declared, size) if size else declared
+            capacity = min(declared, size) if size else declared
+            self.capacity[name] = min(capacity, self.learned.get(name, capacity))
         # Keys per table that are desired or on the device (both take room).
         self.occupied: Counter[str] = Counter()
         self._on_device: Counter[str] = Counter()
@@ -358,6 +362,7 @@ class SyncEngine:
                     self.capacity[table],
                 )
                 self.capacity[table] = held
+                self.learned[table] = held
             reason = f"{table} full ({self.capacity[table]:,})"
             report.exhausted.update(self._claims.get(key, {}))
         self._rejected[(table, code)].append(str(op))

@@ -32,6 +32,7 @@ from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
 from felix_p4.p4.schema import PipelineSchema
 from felix_p4.softswitch.client import TargetClient
 from felix_p4.softswitch.server import ModelEngine
+from felix_p4.softswitch.service import start_target
 from felix_p4.softswitch.store import P4RuntimeError
 
 IN_SYNC = msg(in_sync={})
@@ -265,6 +266,72 @@ def test_a_device_smaller_than_declared_is_rolled_back_and_remembered(tmp_path):
                 assert target.tables.entry_count("routes_v4") == 3
         up = [line for line in log.read_text().splitlines() if "cali-c/eth0: up" in line]
         assert len(up) == 1 and "repeats suppressed)" in up[0], up
+
+    asyncio.run(main())
+
+
+def test_a_learned_capacity_survives_a_reconnect_and_is_forgotten_when_the_pipeline_is_pushed(
+    tmp_path,
+):
+    log = tmp_path / "driver.log"
+    metrics = f"127.0.0.1:{_free_port()}"
+    settings = {"ports": {"map": PORTS}, "metrics": {"address": metrics}, "log_level": "INFO"}
+
+    def learned_lines() -> list[str]:
+        return [line for line in log.read_text().splitlines() if "fewer than" in line]
+
+    async def main():
+        server, port, target = await start_target("127.0.0.1:0", table_limits={"routes_v4": 3})
+        address = f"127.0.0.1:{port}"
+        try:
+            async with felix_driver(address, tmp_path, settings, log) as felix:
+                await felix.send(ALLOW_ALL_PROFILE, _pod("cali-a"), _pod("cali-b"), IN_SYNC)
+                await felix.wait_for(lambda r: felix.in_sync())
+                await felix.send(_pod("cali-c"))
+                await felix.wait_for(lambda r: felix.statuses().get("default/cali-c") == "error")
+                assert len(learned_lines()) == 1
+                # The next write fails as a lost session does: the driver reconnects to the
+                # same device, which still runs our pipeline (nothing is pushed).
+                route_inserts: list[int] = []
+                routes_v4 = SCHEMA.table_id("routes_v4")
+                dropped = False
+
+                def on_write(request: p4r.WriteRequest) -> None:
+                    nonlocal dropped
+                    if not dropped:
+                        dropped = True
+                        raise P4RuntimeError(rpc_code.UNAVAILABLE, "stream lost (test)")
+                    route_inserts.extend(
+                        1
+                        for u in request.updates
+                        if u.type == p4r.Update.INSERT
+                        and u.entity.table_entry.table_id == routes_v4
+                    )
+
+                target.on_write.append(on_write)
+                await felix.send(endpoint_update("cali-b", PODS["cali-b"][0], "0a:58:0a:41:00:99"))
+                await wait_until(
+                    lambda: log.read_text().count("installed entries back") == 2,
+                    what="the device read back after reconnecting",
+                )
+                await _retries(metrics, 3)
+                # cali-c was refused up front: the device was not asked again, nothing was
+                # learned twice, and the capacity the operator sees is still the real one.
+                assert route_inserts == []
+                assert len(learned_lines()) == 1
+                assert _sample(await _scrape(metrics), CAPACITY, table="routes_v4") == 3
+                assert felix.statuses()["default/cali-c"] == "error"
+                # A new device (restarted without the limit) gets the pipeline pushed: what
+                # was learned about the old one no longer holds, and cali-c fits.
+                await server.stop(None)
+                server, _, target = await start_target(address)
+                await felix.wait_for(
+                    lambda r: felix.statuses().get("default/cali-c") == "up", timeout=30
+                )
+                assert target.tables.entry_count("routes_v4") == 4
+            assert "forgetting the smaller sizes learned for routes_v4" in log.read_text()
+        finally:
+            await server.stop(None)
 
     asyncio.run(main())
 
