@@ -23,6 +23,8 @@ from felix_harness import (
     endpoint_update,
     felix_driver,
     msg,
+    policy_update,
+    tier,
     wait_until,
 )
 from finsy.proto import p4r, rpc_code
@@ -480,6 +482,9 @@ def test_an_endpoint_naming_a_profile_felix_never_sent_is_error_until_it_arrives
                 await felix.send(ALLOW_ALL_PROFILE, lonely, _pod("cali-b"), IN_SYNC)
                 await felix.wait_for(lambda r: felix.in_sync())
                 assert felix.statuses() == {"default/cali-a": "error", "default/cali-b": "up"}
+                # In error, and denying: cali-b cannot reach it.
+                denied = await _trace(address, PORTS["cali-b"], "10.65.0.3", "10.65.0.2")
+                assert denied["verdict"] == "drop"
                 later = msg(
                     active_profile_update={
                         "id": {"name": "kns.later"},
@@ -488,6 +493,33 @@ def test_an_endpoint_naming_a_profile_felix_never_sent_is_error_until_it_arrives
                 )
                 await felix.send(later)
                 await felix.wait_for(lambda r: felix.statuses().get("default/cali-a") == "up")
+                allowed = await _trace(address, PORTS["cali-b"], "10.65.0.3", "10.65.0.2")
+                assert allowed["verdict"] == "forward"
+
+    asyncio.run(main())
+
+
+def test_an_endpoint_naming_a_policy_felix_never_sent_is_error_and_denies_until_it_arrives(
+    tmp_path,
+):
+    log = tmp_path / "driver.log"
+
+    async def main():
+        async with embedded_target() as (address, _):
+            settings = {"ports": {"map": PORTS}, "log_level": "INFO"}
+            async with felix_driver(address, tmp_path, settings, log) as felix:
+                guarded = _pod("cali-a", tiers=[tier("default", ["later"])])
+                await felix.send(ALLOW_ALL_PROFILE, guarded, _pod("cali-b"), IN_SYNC)
+                await felix.wait_for(lambda r: felix.in_sync())
+                assert felix.statuses() == {"default/cali-a": "error", "default/cali-b": "up"}
+                denied = await _trace(address, PORTS["cali-b"], "10.65.0.3", "10.65.0.2")
+                assert denied["verdict"] == "drop"
+                await felix.send(policy_update("later", "default", inbound=[{"action": "allow"}]))
+                await felix.wait_for(lambda r: felix.statuses().get("default/cali-a") == "up")
+                allowed = await _trace(address, PORTS["cali-b"], "10.65.0.3", "10.65.0.2")
+                assert allowed["verdict"] == "forward"
+        (error,) = [line for line in log.read_text().splitlines() if "cali-a/eth0: error" in line]
+        assert error.endswith("refers to policy NetworkPolicy default/later, not sent by Felix")
 
     asyncio.run(main())
 
