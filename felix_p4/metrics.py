@@ -26,8 +26,35 @@ APPLIES = Counter("felix_p4_applies_total", "Applies of Felix state to the devic
 RECONNECTS = Counter("felix_p4_p4runtime_reconnects_total", "Failed P4Runtime (re)connections")
 ADMISSIONS = Counter(
     "felix_p4_admissions_total",
-    "Objects (endpoints, services) admitted to or refused room on the device",
-    ["kind", "result"],
+    "Objects (endpoints, services, policy programs, routes) admitted to the device or refused, "
+    "by reason; counted once per change of outcome, not per retry",
+    ["kind", "result", "reason"],
+)
+# The reasons of felix_p4_admissions_total: a fixed vocabulary, so dashboards can rely on it.
+ADMITTED = "none"  # the reason label of result="admitted"
+TABLE_FULL = "table_full"  # a table the object needs has no room left for it
+SHARE = "share"  # one endpoint would take more than its share of a table (endpoint_share)
+DEVICE_SMALLER = "device_smaller"  # the device answered RESOURCE_EXHAUSTED; rolled back
+MISSING_OBJECT = "missing_object"  # names a policy or profile Felix has not sent (it denies)
+UNSUPPORTED = "unsupported"  # the pipeline cannot represent it (stages, buckets, program ids)
+INVALID = "invalid"  # malformed input, or an endpoint the pipeline cannot address
+CONFLICT = "conflict"  # its port or entries collide with another object's
+WRITE_FAILED = "write_failed"  # the device rejected some of its entries for another reason
+REASONS = (
+    ADMITTED,
+    TABLE_FULL,
+    SHARE,
+    DEVICE_SMALLER,
+    MISSING_OBJECT,
+    UNSUPPORTED,
+    INVALID,
+    CONFLICT,
+    WRITE_FAILED,
+)
+REPEATS = Counter(
+    "felix_p4_log_repeats_suppressed_total",
+    "Log lines not written because they repeated the last one about the same thing",
+    ["about"],
 )
 OCCUPANCY = Gauge(
     "felix_p4_table_entries", "Entries desired or on the device, per table", ["table"]

@@ -20,7 +20,7 @@ from felix_p4.compile.policy import DIRECTIONS, CannotCompile, Program
 from felix_p4.compile.routes import NodeNetwork
 from felix_p4.dataplane.forwarding import ForwardingManager, NodeSettings
 from felix_p4.dataplane.ipsets import IpSetManager
-from felix_p4.dataplane.policy import PolicyManager
+from felix_p4.dataplane.policy import PolicyManager, ProgramRefused
 from felix_p4.dataplane.routes import RoutesManager
 from felix_p4.dataplane.services import ServiceManager
 from felix_p4.model.endpoints import WorkloadEndpoint, WorkloadEndpointKey
@@ -44,6 +44,9 @@ EARLY_TABLES = frozenset(PIPELINE.write_order()) - FORWARDING_TABLES
 class ApplyOutcome:
     statuses: dict[WorkloadEndpointKey, str] = attrs.Factory(dict)
     removed: list[WorkloadEndpointKey] = attrs.Factory(list)
+    # Why each endpoint in error is: (metric reason, text). The first found in an apply is
+    # its reason (the root cause; later phases only see its consequences).
+    reasons: dict[WorkloadEndpointKey, tuple[str, str]] = attrs.Factory(dict)
     retry: bool = False
     written: int = 0
     failed: int = 0
@@ -74,8 +77,14 @@ class Dataplane:
         )
         # Endpoints not "up" are revisited at every apply until they are.
         self.not_up: set[WorkloadEndpointKey] = set()
-        # Why each endpoint is not up, as last logged: a reason is logged once, not per retry.
+        # Why each endpoint is not up, as last logged: a reason is logged once, not per retry;
+        # the retries ending the same way are counted and the count logged with the next line.
         self._explained: dict[WorkloadEndpointKey, str] = {}
+        self._repeats: dict[WorkloadEndpointKey, int] = {}
+        # The outcome last counted per endpoint, (result, reason text): counted once per
+        # change, like the log line (a retry refused up front for the room a roll-back
+        # found missing is the same outcome, not a second refusal).
+        self._counted: dict[WorkloadEndpointKey, tuple[str, str]] = {}
         self._recovered = False
 
     async def _node_network(self, state: DataplaneState) -> NodeNetwork:
@@ -128,7 +137,7 @@ class Dataplane:
             try:
                 port = await self.forwarding.port_of(endpoint)
             except PortConflict as exc:
-                self._error(out, key, str(exc))
+                self._error(out, key, str(exc), metrics.CONFLICT)
                 self.forwarding.remove(key)
                 self.policy.forget(key)
                 continue
@@ -140,7 +149,8 @@ class Dataplane:
             try:
                 programs = self.policy.programs_for(endpoint, state)
             except CannotCompile as exc:
-                self._error(out, key, str(exc))
+                cause = exc.reason if isinstance(exc, ProgramRefused) else metrics.UNSUPPORTED
+                self._error(out, key, str(exc), cause)
                 if not self.policy.has_installed(key):
                     self.forwarding.blackhole(endpoint)
                 continue
@@ -154,13 +164,15 @@ class Dataplane:
             for o, reason in report.errors.items()
             if isinstance(o, tuple) and o[0] == "program"
         }
+        failed_causes = {o: report.causes.get(o, metrics.WRITE_FAILED) for o in failed_programs}
 
         # Phase B: endpoints move to their new programs if those are complete.
         for key, (endpoint, port, programs) in wanted.items():
             chosen: dict[str, Program] = {}
             for d, program in programs.items():
                 if program.owner in failed_programs:
-                    self._error(out, key, f"{d} policy: {failed_programs[program.owner]}")
+                    cause = failed_causes.get(program.owner, metrics.WRITE_FAILED)
+                    self._error(out, key, f"{d} policy: {failed_programs[program.owner]}", cause)
                     previous = self.policy.previous(key, d)
                     if previous is None:
                         self.forwarding.blackhole(endpoint)
@@ -172,20 +184,25 @@ class Dataplane:
             try:
                 self.forwarding.program(endpoint, port, chosen["egress"].id, chosen["ingress"].id)
             except CannotForward as exc:
-                self._error(out, key, str(exc))
+                self._error(out, key, str(exc), metrics.INVALID)
                 self.forwarding.remove(key)
                 self.policy.forget(key)
                 continue
             except Refused as exc:
                 # Not written at all (an earlier version, if admitted, stays as it was).
-                self._error(out, key, str(exc), refused=True)
+                self._error(out, key, str(exc), exc.reason)
                 continue
             for d, program in chosen.items():
                 self.policy.install(key, d, program)
             missing = self.policy.missing(endpoint, state)
             if missing:
                 # It denies what they would decide (safe), but is not what Felix asked for.
-                self._error(out, key, f"refers to {', '.join(missing)}, not sent by Felix")
+                self._error(
+                    out,
+                    key,
+                    f"refers to {', '.join(missing)}, not sent by Felix",
+                    metrics.MISSING_OBJECT,
+                )
             elif key in invalid:
                 out.statuses.setdefault(key, ERROR)
             else:
@@ -193,9 +210,7 @@ class Dataplane:
         report = await sync.apply(FORWARDING_TABLES, deletes=False)
         self._count(report, out)
         self._roll_back(report, state, out)
-        for owner, reason in report.errors.items():
-            if isinstance(owner, WorkloadEndpointKey) and owner in state.endpoints:
-                self._error(out, owner, f"not fully programmed: {reason}")
+        self._errors(report, state, out)
 
         # Phase C: release programs nothing points at, then write every remaining change
         # (including the removal of whatever was rolled back), until nothing more is refused.
@@ -207,9 +222,7 @@ class Dataplane:
             if not self._roll_back(report, state, out):
                 break
         self.services.applied()
-        for owner, reason in report.errors.items():
-            if isinstance(owner, WorkloadEndpointKey) and owner in state.endpoints:
-                self._error(out, owner, reason)
+        self._errors(report, state, out)
         if not self._recovered:
             self._recovered = True
             self.policy.drop_recovered()
@@ -218,13 +231,22 @@ class Dataplane:
         for key, status in out.statuses.items():
             if status == UP:
                 self.not_up.discard(key)
+                self._count_outcome(key, "admitted", metrics.ADMITTED, "")
                 if self._explained.pop(key, None) is not None:
-                    log.info("workload endpoint %s: up", key)
+                    log.info("workload endpoint %s: up%s", key, self._suppressed(key))
             else:
                 self.not_up.add(key)
+                if status == ERROR:
+                    # Invalid input has no reason here: it was logged where it was rejected.
+                    cause, reason = out.reasons.get(key, (metrics.INVALID, ""))
+                    self._count_outcome(key, "refused", cause, reason)
+                    if reason:
+                        self._explain(key, reason)
         self.not_up.difference_update(out.removed)
         for key in out.removed:
             self._explained.pop(key, None)
+            self._repeats.pop(key, None)
+            self._counted.pop(key, None)
         self._gauges()
         out.retry = out.failed > 0 or bool(self.not_up) or bool(self.services.refused)
         return out
@@ -238,20 +260,29 @@ class Dataplane:
                 self.forwarding.remove(owner)
                 self.policy.forget(owner)
                 if owner in state.endpoints:
-                    self._error(out, owner, reason, refused=True)
+                    self._error(out, owner, reason, metrics.DEVICE_SMALLER)
             elif isinstance(owner, tuple) and owner[0] == "program":
-                self.policy.drop(owner)
+                self.policy.drop(owner, reason)
             elif isinstance(owner, tuple) and owner[0] == "service":
-                self.services.refuse(owner[1], reason)
+                self.services.refuse(owner[1], reason, metrics.DEVICE_SMALLER)
         return bool(report.exhausted)
 
-    def _error(
-        self, out: ApplyOutcome, key: WorkloadEndpointKey, reason: str, refused: bool = False
-    ) -> None:
+    def _error(self, out: ApplyOutcome, key: WorkloadEndpointKey, reason: str, cause: str) -> None:
+        """The endpoint is in error this apply; the first reason found is the one reported."""
         out.statuses[key] = ERROR
-        if refused and self._explained.get(key) != reason:
-            metrics.ADMISSIONS.labels("endpoint", "refused").inc()
-        self._explain(key, reason)
+        out.reasons.setdefault(key, (cause, reason))
+
+    def _errors(self, report: ApplyReport, state: DataplaneState, out: ApplyOutcome) -> None:
+        """Endpoints with entries the device did not take as desired."""
+        for owner, reason in report.errors.items():
+            if isinstance(owner, WorkloadEndpointKey) and owner in state.endpoints:
+                cause = report.causes.get(owner, metrics.WRITE_FAILED)
+                self._error(out, owner, f"not fully programmed: {reason}", cause)
+
+    def _count_outcome(self, key: WorkloadEndpointKey, result: str, cause: str, text: str) -> None:
+        if self._counted.get(key) != (result, text):
+            self._counted[key] = (result, text)
+            metrics.ADMISSIONS.labels("endpoint", result, cause).inc()
 
     def _gauges(self) -> None:
         for table, capacity in self.sync.capacity.items():
@@ -259,10 +290,22 @@ class Dataplane:
             metrics.OCCUPANCY.labels(table).set(self.sync.occupied[table])
 
     def _explain(self, key: WorkloadEndpointKey, reason: str) -> None:
-        """Log why an endpoint is in error, once per reason (it is retried every second)."""
-        if self._explained.get(key) != reason:
-            self._explained[key] = reason
-            log.error("workload endpoint %s: error, %s", key, reason)
+        """Log why an endpoint is in error, once per reason (it is retried every second);
+        a retry ending the same way is counted, and the count logged with the next change."""
+        if self._explained.get(key) == reason:
+            self._repeats[key] = self._repeats.get(key, 0) + 1
+            metrics.REPEATS.labels("endpoint").inc()
+            return
+        suppressed = self._suppressed(key)
+        self._explained[key] = reason
+        log.error("workload endpoint %s: error, %s%s", key, reason, suppressed)
+
+    def _suppressed(self, key: WorkloadEndpointKey) -> str:
+        """ " (N repeats suppressed)" for the reason last logged, if it repeated; resets it."""
+        repeats = self._repeats.pop(key, 0)
+        if not repeats:
+            return ""
+        return f" ({repeats} repeat{'' if repeats == 1 else 's'} suppressed)"
 
     def _count(self, report: ApplyReport, out: ApplyOutcome) -> None:
         out.written += report.written

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Iterable
 
+from felix_p4 import metrics
 from felix_p4.compile.ipsets import Classifier
 from felix_p4.compile.policy import (
     DIRECTIONS,
@@ -19,7 +21,17 @@ from felix_p4.p4.sync import Refused, SyncEngine
 from felix_p4.pipeline import Owner
 from felix_p4.pipeline.entries import TableEntry
 
+log = logging.getLogger(__name__)
+
 Use = tuple[WorkloadEndpointKey, str]  # an endpoint and a direction
+
+
+class ProgramRefused(CannotCompile):
+    """A program whose entries do not fit; `reason` in the metrics' vocabulary."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class PolicyManager:
@@ -37,6 +49,10 @@ class PolicyManager:
         # Programs that may have lost their last user during the current apply.
         self._candidates: set[Program] = set()
         self._specs: dict[tuple[object, ...], ProgramSpec] = {}
+        # Programs refused room, with why as last counted; kept while an endpoint still asks
+        # for them, so a retry every second is not counted again.
+        self._refused: dict[ProgramSpec, str] = {}
+        self._asked: set[ProgramSpec] = set()
 
     def recover(self, installed: Iterable[TableEntry]) -> None:
         self.compiler.recover(installed)
@@ -74,20 +90,34 @@ class PolicyManager:
                 for p in programs.values():
                     if not p.registered and self.compiler.programs.get(p.spec) is p:
                         self.compiler.release(p)
-                raise CannotCompile(f"{program.spec.direction} policy: {exc}") from None
+                self._refuse(program.spec, str(exc), exc.reason)
+                raise ProgramRefused(
+                    f"{program.spec.direction} policy: {exc}", exc.reason
+                ) from None
         for program in programs.values():
             if not program.registered:
                 program.registered = True
                 self.sync.set_owner(program.owner, program.entries)
+                self._refused.pop(program.spec, None)
+                metrics.ADMISSIONS.labels("program", "admitted", metrics.ADMITTED).inc()
         return programs
 
-    def drop(self, owner: Hashable) -> None:
+    def _refuse(self, spec: ProgramSpec, reason: str, cause: str) -> None:
+        """Count a program refused room, once per reason while it is asked for again."""
+        self._asked.add(spec)
+        if self._refused.get(spec) != reason:
+            self._refused[spec] = reason
+            metrics.ADMISSIONS.labels("program", "refused", cause).inc()
+            log.debug("%s policy program refused: %s", spec.direction, reason)
+
+    def drop(self, owner: Hashable, reason: str) -> None:
         """A program the device refused part of: remove it (its endpoints keep their previous
         programs); it is compiled again, and admitted or refused, at the next attempt."""
         for program in list(self.compiler.programs.values()):
             if program.owner == owner and not self._users.get(owner):
                 self.sync.remove_owner(owner)
                 self.compiler.release(program)
+                self._refuse(program.spec, reason, metrics.DEVICE_SMALLER)
 
     @staticmethod
     def missing(endpoint: WorkloadEndpoint, state: DataplaneState) -> list[str]:
@@ -158,6 +188,9 @@ class PolicyManager:
                 self.sync.remove_owner(program.owner)
                 self.compiler.release(program)
         self._candidates = {p for p in wanted if not self._users.get(p.owner)}
+        # Refusals of programs no endpoint asked for in this apply are forgotten.
+        self._refused = {s: r for s, r in self._refused.items() if s in self._asked}
+        self._asked = set()
 
     def drop_recovered(self) -> None:
         self.compiler.drop_recovered()

@@ -40,6 +40,8 @@ class RoutesManager:
         # Why a route has no entry, and why an owner was refused, as last logged.
         self._unresolved: dict[IPNetwork, str] = {}
         self._refused: dict[object, str] = {}
+        # Owners whose entries are claimed (counted as admitted once, not per recompile).
+        self._admitted: set[object] = set()
 
     async def update(self, state: DataplaneState, changes: Changes) -> None:
         if not state.in_sync:
@@ -58,6 +60,8 @@ class RoutesManager:
         self._set(SOURCES_OWNER, compiled.sources)
         for owner in self._owners - owners:
             self.sync.remove_owner(owner)
+            self._admitted.discard(owner)
+            self._refused.pop(owner, None)
         self._owners = owners
         # One line per reason for the routes newly without an entry (a node without a VTEP
         # has all its blocks here).
@@ -84,10 +88,14 @@ class RoutesManager:
         except Refused as exc:
             if self._refused.get(owner) != str(exc):
                 log.error("%s: not programmed, %s", owner, exc)
-                metrics.ADMISSIONS.labels("route", "refused").inc()
+                metrics.ADMISSIONS.labels("route", "refused", exc.reason).inc()
                 self._refused[owner] = str(exc)
             self.sync.remove_owner(owner)
+            self._admitted.discard(owner)
             return
         if self._refused.pop(owner, None) is not None:
             log.info("%s: admitted", owner)
+        if owner not in self._admitted:
+            self._admitted.add(owner)
+            metrics.ADMISSIONS.labels("route", "admitted", metrics.ADMITTED).inc()
         self.sync.set_owner(owner, entries)

@@ -43,6 +43,8 @@ class ServiceManager:
         self._started = False
         # Services that did not fit, with why (logged once), retried at every apply.
         self.refused: dict[ServiceKey, str] = {}
+        # Services whose entities are claimed (counted as admitted once, not per update).
+        self._admitted: set[ServiceKey] = set()
 
     def recover(self, installed: Sequence[Entity]) -> None:
         self.compiler.recover(installed)
@@ -67,18 +69,25 @@ class ServiceManager:
                 self.sync.remove_owner(owner)
                 self.compiler.forget(key)
                 self._timeout_warned.pop(key, None)
+                self._admitted.discard(key)
+                self.refused.pop(key, None)
                 continue
             self._check_timeout(key, service.affinity_seconds)
             try:
                 entities = self.compiler.compile(service, state.service_slices(key), node)
                 self.sync.admit(owner, entities)
-            except (Refused, TooManyBackends) as exc:
-                self.refuse(key, str(exc))
+            except Refused as exc:
+                self.refuse(key, str(exc), exc.reason)
+                continue
+            except TooManyBackends as exc:
+                self.refuse(key, str(exc), metrics.UNSUPPORTED)
                 continue
             self.sync.set_owner(owner, entities)
             if self.refused.pop(key, None) is not None:
                 log.info("service %s: admitted", key)
-                metrics.ADMISSIONS.labels("service", "admitted").inc()
+            if key not in self._admitted:
+                self._admitted.add(key)
+                metrics.ADMISSIONS.labels("service", "admitted", metrics.ADMITTED).inc()
 
     def _check_timeout(self, key: ServiceKey, seconds: int | None) -> None:
         if not seconds or seconds == self.affinity_seconds:
@@ -95,13 +104,16 @@ class ServiceManager:
             )
         self._timeout_warned[key] = seconds
 
-    def refuse(self, key: ServiceKey, reason: str) -> None:
+    def refuse(self, key: ServiceKey, reason: str, cause: str) -> None:
         """Nothing of the service stays on the device; it is tried again at the next apply."""
         self.sync.remove_owner(("service", key))
         self.compiler.forget(key)
+        self._admitted.discard(key)
         if self.refused.get(key) != reason:
             log.error("service %s: not programmed, %s", key, reason)
-            metrics.ADMISSIONS.labels("service", "refused").inc()
+            metrics.ADMISSIONS.labels("service", "refused", cause).inc()
+        else:
+            metrics.REPEATS.labels("service").inc()
         self.refused[key] = reason
 
     def applied(self) -> None:

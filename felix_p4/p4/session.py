@@ -84,6 +84,10 @@ class DeviceSession:
         self._failures = 0
         self.client.on_lost = on_lost
         self.tls_changed = False
+        # Table sizes the device turned out to hold (it answered RESOURCE_EXHAUSTED below its
+        # P4Info size): kept across reconnects while the device runs the pipeline they were
+        # learned on, forgotten when a pipeline is pushed (the device's tables are rebuilt).
+        self.learned_capacity: dict[str, int] = {}
         # Artefacts first: a driver that cannot load them fails before it connects.
         self.p4info, self.device_config = load_pipeline(pipeline)
         self.schema = PipelineSchema(self.p4info)
@@ -102,8 +106,21 @@ class DeviceSession:
         while True:
             try:
                 await self.client.connect()
-                await ensure_pipeline(self.client, p4info, device_config, self.pipeline.push)
-                sync = SyncEngine(schema, self.client, min(self.settings.batch_size, MAX_BATCH))
+                pushed = await ensure_pipeline(
+                    self.client, p4info, device_config, self.pipeline.push
+                )
+                if pushed and self.learned_capacity:
+                    log.info(
+                        "pipeline pushed: forgetting the smaller sizes learned for %s",
+                        ", ".join(sorted(self.learned_capacity)),
+                    )
+                    self.learned_capacity.clear()
+                sync = SyncEngine(
+                    schema,
+                    self.client,
+                    min(self.settings.batch_size, MAX_BATCH),
+                    learned=self.learned_capacity,
+                )
                 await sync.load_installed()
                 log.info("read %d installed entries back from the device", len(sync.installed))
                 self._recovered()

@@ -10,6 +10,7 @@ from typing import TypeAlias
 import attrs
 from finsy.proto import p4r, rpc_code
 
+from felix_p4 import metrics
 from felix_p4.p4.client import P4RuntimeClient, UpdateResult
 from felix_p4.p4.schema import PipelineSchema, SchemaError
 from felix_p4.pipeline import PIPELINE, Pipeline
@@ -41,12 +42,19 @@ class ApplyReport:
     failed: int = 0
     # owner -> reason, for owners with at least one entry not on the device as desired
     errors: dict[Owner, str] = attrs.Factory(dict)
+    # owner -> the metric reason of its error (metrics.DEVICE_SMALLER, ...)
+    causes: dict[Owner, str] = attrs.Factory(dict)
     # owners with an entry the device refused for lack of room: the caller rolls them back
     exhausted: set[Owner] = attrs.Factory(set)
 
 
 class Refused(Exception):
-    """An object whose entries do not fit: the message names the table and its capacity."""
+    """An object whose entries do not fit: the message names the table and its capacity,
+    `reason` says why in the metrics' vocabulary (metrics.TABLE_FULL or metrics.SHARE)."""
+
+    def __init__(self, message: str, reason: str = metrics.TABLE_FULL) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class SyncEngine:
@@ -64,6 +72,7 @@ class SyncEngine:
         client: P4RuntimeClient,
         batch_size: int = 1000,
         pipeline: Pipeline = PIPELINE,
+        learned: dict[str, int] | None = None,
     ) -> None:
         self.schema = schema
         self.client = client
@@ -75,20 +84,26 @@ class SyncEngine:
         self._installed: dict[Key, Entity] = {}
         self._claims: dict[Key, dict[Owner, Entity]] = {}
         # Room per table: the declared size, lowered to what the device's P4Info says and to
-        # what the device turns out to hold when it answers RESOURCE_EXHAUSTED.
+        # what the device turns out to hold when it answers RESOURCE_EXHAUSTED. `learned`
+        # holds the latter and outlives this engine (the session keeps it across reconnects).
+        self.learned: dict[str, int] = learned if learned is not None else {}
         self.capacity: dict[str, int] = {}
         for name in pipeline.write_order():
             size = schema.size(name)
             declared = pipeline.capacity(name)
-            self.capacity[name] = min(declared, size) if size else declared
+            capacity = min(declared, size) if size else declared
+            self.capacity[name] = min(capacity, self.learned.get(name, capacity))
         # Keys per table that are desired or on the device (both take room).
         self.occupied: Counter[str] = Counter()
         self._on_device: Counter[str] = Counter()
         self._owned: dict[Owner, frozenset[Entity]] = {}
         self._dirty: set[Key] = set()
-        self._failed_keys: dict[Key, str] = {}
+        # Keys the device refused: (error code name, reason) of the last attempt.
+        self._failed_keys: dict[Key, tuple[str, str]] = {}
         self._conflicted: set[Key] = set()
         self._rejected: defaultdict[tuple[str, str], list[str]] = defaultdict(list)
+        # (table, code) summaries logged and still failing: how many repeats were not logged.
+        self._failing: dict[tuple[str, str], int] = {}
 
     @property
     def installed(self) -> dict[Key, Entity]:
@@ -157,7 +172,8 @@ class SyncEngine:
                 limit = max(floor, int(share * self.capacity.get(table, 0)))
                 if count > limit:
                     raise Refused(
-                        f"{table}: {count:,} entries, more than one endpoint may take ({limit:,})"
+                        f"{table}: {count:,} entries, more than one endpoint may take ({limit:,})",
+                        metrics.SHARE,
                     )
         for table, count in adding.items():
             capacity = self.capacity.get(table, 0)
@@ -280,7 +296,6 @@ class SyncEngine:
                 self._record(op, result, report)
                 if result.code in (rpc_code.ALREADY_EXISTS, rpc_code.NOT_FOUND):
                     stale.add(op.entry.table)
-        self._log_rejected()
         if stale and reconcile:
             log.warning("the device disagrees with our view of %s; re-reading it", sorted(stale))
             await self._reread(stale)
@@ -288,13 +303,21 @@ class SyncEngine:
             report.written += again.written
             report.failed += again.failed
             report.errors = again.errors
+            report.causes = again.causes
             report.exhausted |= again.exhausted
             return report
-        # A key that failed stays dirty so the next apply retries it.
+        # A failed key with nothing left to do (its claim went, or what the device holds is
+        # what is wanted) no longer fails; the others stay dirty so the next apply retries.
+        for key in [k for k in self._failed_keys if self.desired(k) == self._installed.get(k)]:
+            del self._failed_keys[key]
+        self._log_rejected()
         self._dirty.update(self._failed_keys)
-        for key, reason in self._failed_keys.items():
+        for key, (code, reason) in self._failed_keys.items():
+            cause = metrics.DEVICE_SMALLER if code == "RESOURCE_EXHAUSTED" else metrics.WRITE_FAILED
             for owner in self._claims.get(key, {}):
-                report.errors.setdefault(owner, reason)
+                if owner not in report.errors:
+                    report.errors[owner] = reason
+                    report.causes[owner] = cause
         self._report_conflicts(report)
         return report
 
@@ -326,7 +349,8 @@ class SyncEngine:
             return
         report.failed += 1
         table = op.entry.table
-        reason = f"{_code_name(result.code)}: {result.message}"
+        code = _code_name(result.code)
+        reason = f"{code}: {result.message}"
         if result.code == rpc_code.RESOURCE_EXHAUSTED:
             # The device is smaller than its P4Info says: what it holds now is its size.
             held = self._on_device[table]
@@ -338,14 +362,26 @@ class SyncEngine:
                     self.capacity[table],
                 )
                 self.capacity[table] = held
+                self.learned[table] = held
             reason = f"{table} full ({self.capacity[table]:,})"
             report.exhausted.update(self._claims.get(key, {}))
-        self._rejected[(table, _code_name(result.code))].append(str(op))
-        self._failed_keys[key] = reason
+        self._rejected[(table, code)].append(str(op))
+        self._failed_keys[key] = (code, reason)
 
     def _log_rejected(self) -> None:
-        """One line per table and error code, never one per entry."""
+        """One line per table and error code, never one per entry, and only when that table
+        starts failing with that code: a retry failing the same way is counted, not logged,
+        until the last such key is written or withdrawn (then one line with the count, if
+        there were repeats)."""
         for (table, code), ops in sorted(self._rejected.items()):
+            if (table, code) in self._failing:
+                self._failing[(table, code)] += 1
+                metrics.REPEATS.labels("rejected_updates").inc()
+                log.debug(
+                    "P4Runtime rejected %d update(s) to %s with %s again", len(ops), table, code
+                )
+                continue
+            self._failing[(table, code)] = 0
             log.error(
                 "P4Runtime rejected %d update%s to %s with %s; first: %s",
                 len(ops),
@@ -355,14 +391,29 @@ class SyncEngine:
                 ops[0],
             )
         self._rejected.clear()
+        still = {(key[0], code) for key, (code, _) in self._failed_keys.items()}
+        for (table, code), repeats in list(self._failing.items()):
+            if (table, code) not in still:
+                del self._failing[(table, code)]
+                if not repeats:
+                    continue  # the line already logged says all there was
+                log.info(
+                    "P4Runtime updates to %s rejected with %s: none outstanding now "
+                    "(%d repeat%s suppressed)",
+                    table,
+                    code,
+                    repeats,
+                    "" if repeats == 1 else "s",
+                )
 
     def _report_conflicts(self, report: ApplyReport) -> None:
         for key in self._conflicted:
             claims = self._claims[key]
             winner = min(claims, key=repr)
             for owner, entry in claims.items():
-                if entry != claims[winner]:
-                    report.errors.setdefault(owner, f"conflicts with {winner} over {entry.key}")
+                if entry != claims[winner] and owner not in report.errors:
+                    report.errors[owner] = f"conflicts with {winner} over {entry.key}"
+                    report.causes[owner] = metrics.CONFLICT
 
 
 def _code_name(code: int) -> str:
