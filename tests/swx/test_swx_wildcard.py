@@ -14,7 +14,7 @@ from felix_p4.swx import SwxError, SwxPipeline, availability
 UNAVAILABLE = availability()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
 
-SPEC = Path(__file__).with_name("wildcard_capacity.spec")
+SPEC = Path(__file__).resolve().parents[2] / "docs" / "upstream" / "wildcard-tries.spec"
 MEMORY_MB = 256
 # Policy-like entries, 50 per program: DPDK's own type builds 1,000 of them, not 1,500 (out of
 # ACL tries); felix_wildcard builds 1,500 in about 2 s.
