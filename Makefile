@@ -112,10 +112,11 @@ swx-dpdk-check:
 	@pkg-config --exists libdpdk || { echo "DPDK is not installed:" \
 		"run felix_p4/swx/install-dpdk.sh as root" >&2; exit 1; }
 
-$(SWX_LIB): felix_p4/swx/felix_swx.c $(DPDK_PC)
+# The library includes DPDK's internal SWX headers too (felix_wildcard moves built tables).
+$(SWX_LIB): felix_p4/swx/felix_swx.c $(DPDK_PC) $(SWX_HEADERS)
 	@mkdir -p $(@D)
 	$(CC) -O2 -g -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -DALLOW_EXPERIMENTAL_API \
-		$$(pkg-config --cflags libdpdk) -o $@ $< $$(pkg-config --libs libdpdk)
+		-I$(dir $(SWX_HEADERS)) $$(pkg-config --cflags libdpdk) -o $@ $< $$(pkg-config --libs libdpdk)
 
 $(SWX_HEADERS): felix_p4/swx/fetch-dpdk-headers.sh $(DPDK_PC)
 	bash $< $(@D)

@@ -13,10 +13,10 @@ Frames run between the host port and the two pods on P4 ports 2 and 3 (SWX polls
 ports round-robin, one read() each, so the engine gets only the ports the frames use: 0-3),
 over every other endpoint's, set's, program's and service's entries as the snapshot has them.
 The policy stages are written as a DPDK target receives them from a driver, and what SWX
-refuses (beyond about 5,000 to 11,000 entries of one stage at scale S, depending on the rules:
-docs/dpdk-target.md) is left out of both engines. Of the flows, ALLOWED are allowed by policy
-and the rest denied; each is sent once untimed (conntrack as in steady traffic), then the timed
-passes follow.
+refuses is left out of both engines (at scale S nothing; with DPDK's own wildcard table type,
+one stage took only about 5,000 to 11,000 entries, depending on the rules: docs/dpdk-target.md).
+Of the flows, ALLOWED are allowed by policy and the rest denied; each is sent once untimed
+(conntrack as in steady traffic), then the timed passes follow.
 """
 
 from __future__ import annotations
@@ -226,9 +226,10 @@ def _write_stages(engine: Any, tables: Any, stages: list[p4r.Update]) -> dict[st
     """The policy stages' entries written as a DPDK target receives a driver's batches (the
     store takes them, the engine commits each table once per Write and undoes what SWX
     refuses), whole programs per Write, those of the pods the frames come from first. A stage
-    table SWX refuses more of takes no more (DPDK's ACL builder gives up beyond 8 tries: at
-    scale S, written so, ingress_stage_0 stops at 5,372 of its 13,805 entries). Returns the
-    entries refused, by table."""
+    table SWX refuses more of takes no more (an ACL needing more than 8 tries: with DPDK's own
+    wildcard table type, ingress_stage_0 stopped at 5,372 of its 13,805 entries at scale S,
+    written so; the engine's felix_wildcard takes them all). Returns the entries refused, by
+    table."""
     schema = PipelineSchema(engine.p4info)
     used = _programs_of_ports(schema, tables, POD_PORTS)
     programs: dict[tuple[int, int], list[p4r.Update]] = {}

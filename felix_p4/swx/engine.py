@@ -6,6 +6,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
+
+from felix_p4.swx import spec as swx_spec
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,10 @@ _CODEGEN_CFLAGS = (
     "-shared",
     "-Wno-deprecated-declarations",
 )
+# felix_swx.c's wildcard table type (an ACL that may use DPDK's largest trie size; DPDK's own
+# "wildcard" type gives up on rule sets needing more than 8 of its smallest tries).
+WILDCARD_TYPE = "felix_wildcard"
+_TABLE_BLOCK = re.compile(r"^table (\S+) \{\n(.*?^\}$)", re.M | re.S)
 _ERR_LEN = 1024
 _NAME_LEN = 64
 # Upper bound for pushing one frame through: rx polls every input port round-robin and each
@@ -246,11 +253,38 @@ def tsc_hz() -> int:
     return int(_library().fsx_tsc_hz()) if _eal_memory_mb is not None else 0
 
 
-def build_library(spec_path: Path, cache_dir: Path = CACHE) -> Path:
-    """Spec -> C (DPDK codegen) -> shared object, cached by the hash of spec and toolchain."""
+def with_table_type(text: str, type_name: str = WILDCARD_TYPE) -> str:
+    """The spec with `instanceof type_name` in every table SWX stores as a wildcard table and
+    that names no type itself. A spec this module cannot read is returned as it is: DPDK's
+    codegen then says what is wrong with it, with the line."""
+    try:
+        spec = swx_spec.parse(text)
+        wildcard = {name for name, table in spec.tables.items() if spec.is_wildcard(table)}
+    except (swx_spec.SpecError, KeyError):
+        return text
+
+    def add_type(block: re.Match[str]) -> str:
+        if block.group(1) not in wildcard or re.search(r"^\s*instanceof\s", block.group(2), re.M):
+            return block.group(0)
+        return f"table {block.group(1)} {{\n\tinstanceof {type_name}\n{block.group(2)}"
+
+    return _TABLE_BLOCK.sub(add_type, text)
+
+
+def build_library(
+    spec_path: Path, cache_dir: Path = CACHE, *, wildcard_type: str | None = WILDCARD_TYPE
+) -> Path:
+    """Spec -> C (DPDK codegen) -> shared object, cached by the hash of spec and toolchain.
+
+    Wildcard tables get the table type `wildcard_type` (with_table_type); None leaves the spec
+    as it is, so they get DPDK's own (the reproductions of DPDK's behaviour need that).
+    """
     lib = _library()
     compiler, cflags, libs = _codegen_inputs()
-    spec = spec_path.read_bytes()
+    text = spec_path.read_text()
+    if wildcard_type is not None:
+        text = with_table_type(text, wildcard_type)
+    spec = text.encode()
     key = hashlib.sha256()
     for part in (
         spec,
@@ -265,9 +299,15 @@ def build_library(spec_path: Path, cache_dir: Path = CACHE) -> Path:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        source = Path(tmp) / spec_path.name
         code, obj = Path(tmp) / "pipeline.c", Path(tmp) / "pipeline.so"
+        source.write_bytes(spec)
         err = _err()
-        _check(lib.fsx_codegen(str(spec_path).encode(), str(code).encode(), err, _ERR_LEN), err)
+        if lib.fsx_codegen(str(source).encode(), str(code).encode(), err, _ERR_LEN):
+            # Report it against the caller's file and its line numbers where that fails too.
+            own = _err()
+            _check(lib.fsx_codegen(str(spec_path).encode(), str(code).encode(), own, _ERR_LEN), own)
+            raise SwxError(err.value.decode(errors="replace"))
         result = subprocess.run(
             [compiler, *cflags, "-o", str(obj), str(code), *libs],
             capture_output=True,
@@ -353,17 +393,19 @@ class SwxPipeline:
         burst: int = 32,
         n_mbufs: int = 4096,
         cache_dir: Path = CACHE,
+        wildcard_type: str | None = WILDCARD_TYPE,
     ) -> SwxPipeline:
         """Compile (cached) and start `spec_path` with P4 ports 0..n_ports-1.
 
         port_fds maps a port to a caller-owned, non-blocking fd (AF_PACKET socket, TAP fd) used
         for both directions; the other ports get socketpairs for `process`. memory_mb sizes the
         process's EAL on first use (see init_eal). Frames longer than mtu are cut to mtu.
+        Wildcard tables use the table type `wildcard_type` (build_library).
         """
         if n_ports < 1:
             raise SwxError("a pipeline needs at least one port")
         lib = _library()
-        so = build_library(Path(spec_path), cache_dir)
+        so = build_library(Path(spec_path), cache_dir, wildcard_type=wildcard_type)
         init_eal(memory_mb)
         fds: list[int] = []
         test_ports: dict[int, socket.socket] = {}

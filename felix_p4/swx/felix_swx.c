@@ -31,15 +31,24 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <rte_acl.h>
 #include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_log.h>
+#include <rte_malloc.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
 #include <rte_swx_ctl.h>
 #include <rte_swx_pipeline.h>
 #include <rte_version.h>
+
+/* DPDK's private SWX headers (build/dpdk-internal, from the installed version's source): the
+ * pipeline library that fsx_codegen's output becomes includes them too, and felix_wildcard
+ * needs them to move a built table onto its type.
+ */
+#include "rte_swx_pipeline_internal.h"
+#include "rte_swx_pipeline_spec.h"
 
 #define FSX_EXPORT __attribute__((visibility("default")))
 
@@ -262,6 +271,423 @@ pow2_at_least(uint32_t n)
 	return v;
 }
 
+/* ---- felix_wildcard: our SWX wildcard-match table type, over DPDK's ACL library ----
+ *
+ * DPDK 22.11's own wildcard type builds its ACL with max_size 0, for which rte_acl_build gives
+ * each of its at most 8 tries the smallest node budget (2,048 nodes) and never retries: rule
+ * sets that need more tries fail ("ACL: Exceeded max number of tries: 8") and the table cannot
+ * be created. With a non-zero max_size rte_acl_build starts at 16,384 nodes per trie (halving
+ * only while the generated context is larger than max_size), so this type holds several times
+ * the rules. Bigger tries take longer to build (measured: 2.0 s instead of 0.34 s for 500
+ * policy-like rules), so the small budget is tried first and the large one only when it fails.
+ * Rules go to the ACL in priority order, which needs fewer tries than SWX's list order for
+ * felix-p4's policy stages (at scale S, ingress_stage_0 fits the small budget in 7 tries). Like
+ * DPDK's type it has no incremental update: SWX creates a new object from all entries at every
+ * commit that changes the table.
+ *
+ * A table uses it when its spec block says `instanceof felix_wildcard` (engine.py adds that to
+ * every wildcard table). rte_swx_pipeline_build_from_lib configures the spec's tables on a
+ * pipeline it creates itself, before anyone can register a type on it, so DPDK resolves such a
+ * table to its own "wildcard" type; fwc_adopt then moves the table onto this type after the
+ * build, before the control plane copies the table's operations.
+ */
+#define FWC_TYPE_NAME "felix_wildcard"
+
+/* One ACL field over the key: it reads `size` bytes from key byte `start` (which may lie
+ * before the key, inside its struct, so the last field need not read past the key's end) and
+ * matches the key bytes [lo, hi) among them; the other bytes it reads are don't-care.
+ */
+struct fwc_field {
+	int32_t start;
+	uint32_t size;
+	uint32_t lo;
+	uint32_t hi;
+};
+
+struct fwc_layout {
+	struct rte_acl_config cfg;
+	struct fwc_field fields[RTE_ACL_MAX_FIELDS];
+};
+
+RTE_ACL_RULE_DEF(fwc_rule, RTE_ACL_MAX_FIELDS);
+
+struct fwc_table {
+	struct rte_acl_ctx *acl; /* NULL when the table has no entries: every lookup misses */
+	uint8_t *data;		 /* per entry, in match-priority order: action id, action data */
+	size_t entry_size;
+};
+
+static unsigned int fwc_counter; /* rte_acl_create returns an existing context of the same name */
+
+static int
+fwc_key_byte_used(const struct rte_swx_table_params *params, uint32_t byte)
+{
+	return !params->key_mask0 || params->key_mask0[byte];
+}
+
+/* ACL fields covering every key byte key_mask0 uses. The ACL library wants a 1-byte first
+ * field; the others are 4 bytes, each its own input group (classify loads 4 bytes per group).
+ */
+static int
+fwc_layout_get(const struct rte_swx_table_params *params, struct fwc_layout *l)
+{
+	uint32_t byte = 0, n = 0;
+
+	memset(l, 0, sizeof(*l));
+	while (byte < params->key_size && !fwc_key_byte_used(params, byte))
+		byte++;
+	while (byte < params->key_size) {
+		struct fwc_field *f;
+		struct rte_acl_field_def *def;
+		int32_t start = (int32_t)byte, lowest = -(int32_t)params->key_offset;
+
+		if (n == RTE_ACL_MAX_FIELDS)
+			return -E2BIG;
+		f = &l->fields[n];
+		def = &l->cfg.defs[n];
+		f->size = n ? sizeof(uint32_t) : sizeof(uint8_t);
+		if ((uint32_t)start + f->size > params->key_size)
+			start = (int32_t)params->key_size - (int32_t)f->size;
+		f->start = RTE_MAX(start, lowest);
+		f->lo = byte;
+		f->hi = RTE_MIN((uint32_t)(f->start + (int32_t)f->size), params->key_size);
+		def->type = RTE_ACL_FIELD_TYPE_BITMASK;
+		def->size = f->size;
+		def->field_index = n;
+		def->input_index = n;
+		def->offset = (uint32_t)((int32_t)params->key_offset + f->start);
+		n++;
+		byte = f->hi;
+		while (byte < params->key_size && !fwc_key_byte_used(params, byte))
+			byte++;
+	}
+	if (!n)
+		return -EINVAL;
+	l->cfg.num_fields = n;
+	l->cfg.num_categories = 1;
+	return 0;
+}
+
+/* The rule's value and mask for one field: key bytes in network order (the ACL library takes
+ * rule fields in host order and reads its input in network order).
+ */
+static void
+fwc_rule_field(const struct rte_swx_table_params *params, const struct fwc_field *f,
+	       const struct rte_swx_table_entry *entry, struct rte_acl_field *out)
+{
+	uint32_t value = 0, mask = 0, i;
+
+	for (i = 0; i < f->size; i++) {
+		int32_t at = f->start + (int32_t)i;
+		uint8_t m = 0, v = 0;
+
+		if (at >= (int32_t)f->lo && at < (int32_t)f->hi) {
+			m = params->key_mask0 ? params->key_mask0[at] : 0xFF;
+			if (entry->key_mask)
+				m &= entry->key_mask[at];
+			v = entry->key[at] & m;
+		}
+		value = value << 8 | v;
+		mask = mask << 8 | m;
+	}
+	if (f->size == sizeof(uint8_t)) {
+		out->value.u8 = (uint8_t)value;
+		out->mask_range.u8 = (uint8_t)mask;
+	} else {
+		out->value.u32 = value;
+		out->mask_range.u32 = mask;
+	}
+}
+
+struct fwc_ranked {
+	struct rte_swx_table_entry *entry;
+	uint32_t position; /* in SWX's entry list */
+};
+
+/* Entries ordered by SWX priority (lower number first), ties by their order in the list. */
+static int
+fwc_entry_cmp(const void *a, const void *b)
+{
+	const struct fwc_ranked *x = a, *y = b;
+
+	if (x->entry->key_priority != y->entry->key_priority)
+		return x->entry->key_priority < y->entry->key_priority ? -1 : 1;
+	return x->position < y->position ? -1 : x->position > y->position;
+}
+
+static void
+fwc_free(void *table)
+{
+	struct fwc_table *t = table;
+
+	if (!t)
+		return;
+	rte_acl_free(t->acl);
+	rte_free(t->data);
+	rte_free(t);
+}
+
+/* Build with the small trie budget (max_size 0, as DPDK's type does), and if that does not fit
+ * in 8 tries, with the large one (any non-zero max_size; the EAL's memory is the real bound, the
+ * context is allocated from it). The ACL library logs the first failure as an error: it is
+ * expected here, so its log is quietened for that attempt.
+ */
+static int
+fwc_acl_build_tries(struct rte_acl_ctx *acl, const struct rte_acl_config *cfg)
+{
+	struct rte_acl_config large = *cfg;
+	int level = rte_log_get_level(RTE_LOGTYPE_ACL), status;
+
+	if (level > 0)
+		rte_log_set_level(RTE_LOGTYPE_ACL, RTE_LOG_CRIT);
+	status = rte_acl_build(acl, cfg);
+	if (level > 0)
+		rte_log_set_level(RTE_LOGTYPE_ACL, (uint32_t)level);
+	if (!status)
+		return 0;
+	large.max_size = SIZE_MAX;
+	return rte_acl_build(acl, &large);
+}
+
+/* The ACL context of `n` entries sorted by priority: rule i has ACL priority MAX - i (the ACL
+ * prefers higher numbers) and returns i + 1 (0 is the ACL's miss).
+ */
+static struct rte_acl_ctx *
+fwc_acl_build(const struct rte_swx_table_params *params, const struct fwc_layout *l,
+	      const struct fwc_ranked *sorted, uint32_t n, int numa_node)
+{
+	size_t rule_size = RTE_ACL_RULE_SZ(l->cfg.num_fields);
+	char name[RTE_ACL_NAMESIZE];
+	struct rte_acl_param ap = {
+		.name = name,
+		.socket_id = numa_node,
+		.rule_size = rule_size,
+		.max_rule_num = n,
+	};
+	struct rte_acl_ctx *acl;
+	uint8_t *rules;
+	uint32_t i, j;
+	int status;
+
+	rules = calloc(n, rule_size);
+	if (!rules)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		struct fwc_rule *r = (struct fwc_rule *)&rules[i * rule_size];
+
+		r->data.category_mask = 1;
+		r->data.priority = RTE_ACL_MAX_PRIORITY - (int32_t)i;
+		r->data.userdata = i + 1;
+		for (j = 0; j < l->cfg.num_fields; j++)
+			fwc_rule_field(params, &l->fields[j], sorted[i].entry, &r->field[j]);
+	}
+
+	snprintf(name, sizeof(name), "fwc%u", ++fwc_counter);
+	acl = rte_acl_create(&ap);
+	status = acl ? rte_acl_add_rules(acl, (const struct rte_acl_rule *)rules, n) : -ENOMEM;
+	free(rules);
+	if (!status)
+		status = fwc_acl_build_tries(acl, &l->cfg);
+	if (status) {
+		rte_acl_free(acl);
+		return NULL;
+	}
+	return acl;
+}
+
+static void *
+fwc_create(struct rte_swx_table_params *params, struct rte_swx_table_entry_list *entries,
+	   const char *args __rte_unused, int numa_node)
+{
+	struct rte_swx_table_entry *entry;
+	struct fwc_ranked *sorted = NULL;
+	struct fwc_layout layout;
+	struct fwc_table *t;
+	uint32_t n = 0, i;
+
+	if (!params || !params->key_size || fwc_layout_get(params, &layout))
+		return NULL;
+	if (entries)
+		TAILQ_FOREACH(entry, entries, node)
+			n++;
+	if (n >= RTE_ACL_MAX_PRIORITY)
+		return NULL;
+
+	t = rte_zmalloc_socket("felix_wildcard", sizeof(*t), RTE_CACHE_LINE_SIZE, numa_node);
+	if (!t)
+		return NULL;
+	t->entry_size = sizeof(uint64_t) + params->action_data_size;
+	if (!n)
+		return t;
+
+	sorted = malloc(n * sizeof(*sorted));
+	t->data = rte_zmalloc_socket("felix_wildcard", n * t->entry_size, RTE_CACHE_LINE_SIZE,
+				     numa_node);
+	if (!sorted || !t->data)
+		goto error;
+	i = 0;
+	TAILQ_FOREACH(entry, entries, node) {
+		sorted[i].entry = entry;
+		sorted[i].position = i;
+		i++;
+	}
+	qsort(sorted, n, sizeof(*sorted), fwc_entry_cmp);
+
+	for (i = 0; i < n; i++) {
+		uint8_t *d = &t->data[i * t->entry_size];
+
+		memcpy(d, &sorted[i].entry->action_id, sizeof(uint64_t));
+		if (params->action_data_size && sorted[i].entry->action_data)
+			memcpy(d + sizeof(uint64_t), sorted[i].entry->action_data,
+			       params->action_data_size);
+	}
+	t->acl = fwc_acl_build(params, &layout, sorted, n, numa_node);
+	if (!t->acl)
+		goto error;
+	free(sorted);
+	return t;
+
+error:
+	free(sorted);
+	fwc_free(t);
+	return NULL;
+}
+
+static uint64_t
+fwc_mailbox_size_get(void)
+{
+	return 0;
+}
+
+static int
+fwc_lookup(void *table, void *mailbox __rte_unused, uint8_t **key, uint64_t *action_id,
+	   uint8_t **action_data, size_t *entry_id, int *hit)
+{
+	struct fwc_table *t = table;
+	uint32_t match = 0;
+	uint8_t *d;
+
+	if (t->acl)
+		rte_acl_classify(t->acl, (const uint8_t **)key, &match, 1, 1);
+	*hit = match != 0;
+	if (!match)
+		return 1;
+	d = &t->data[(size_t)(match - 1) * t->entry_size];
+	memcpy(action_id, d, sizeof(*action_id));
+	*action_data = d + sizeof(uint64_t);
+	*entry_id = match - 1;
+	return 1;
+}
+
+static struct rte_swx_table_ops fwc_ops = {
+	.footprint_get = NULL,
+	.mailbox_size_get = fwc_mailbox_size_get,
+	.create = fwc_create,
+	.add = NULL,
+	.del = NULL,
+	.lkp = fwc_lookup,
+	.free = fwc_free,
+};
+
+/* Move `table` onto `type`: its object (empty at build time), its lookup function and mailbox
+ * in every SWX thread. Nothing runs yet and the control plane does not exist yet.
+ */
+static int
+fwc_table_move(struct rte_swx_pipeline *p, struct table *table, struct table_type *type)
+{
+	struct rte_swx_table_params params = {.match_type = RTE_SWX_TABLE_MATCH_WILDCARD};
+	struct field *first = table->fields[0].field, *last = first;
+	uint64_t mailbox_size = type->ops.mailbox_size_get();
+	uint8_t *mask;
+	void *obj;
+	uint32_t i;
+
+	for (i = 1; i < table->n_fields; i++) {
+		struct field *f = table->fields[i].field;
+
+		first = f->offset < first->offset ? f : first;
+		last = f->offset > last->offset ? f : last;
+	}
+	params.key_offset = first->offset / 8;
+	params.key_size = (last->offset + last->n_bits - first->offset) / 8;
+	mask = calloc(1, params.key_size);
+	if (!mask)
+		return -ENOMEM;
+	for (i = 0; i < table->n_fields; i++) {
+		struct field *f = table->fields[i].field;
+
+		memset(&mask[(f->offset - first->offset) / 8], 0xFF, f->n_bits / 8);
+	}
+	params.key_mask0 = mask;
+	obj = type->ops.create(&params, NULL, table->args, p->numa_node);
+	free(mask);
+	if (!obj)
+		return -EINVAL;
+
+	for (i = 0; i < RTE_SWX_PIPELINE_THREADS_MAX; i++) {
+		struct table_runtime *r = &p->threads[i].tables[table->id];
+		void *mailbox = mailbox_size ? calloc(1, mailbox_size) : NULL;
+
+		if (mailbox_size && !mailbox) {
+			type->ops.free(obj);
+			return -ENOMEM;
+		}
+		free(r->mailbox);
+		r->mailbox = mailbox;
+		r->func = type->ops.lkp;
+	}
+	table->type->ops.free(p->table_state[table->id].obj);
+	p->table_state[table->id].obj = obj;
+	table->type = type;
+	return 0;
+}
+
+/* Register felix_wildcard on a built pipeline and move onto it every wildcard table whose spec
+ * names it (DPDK resolved those to its own type: see the top of this section).
+ */
+static int
+fwc_adopt(struct rte_swx_pipeline *p, char *err, size_t errlen)
+{
+	const struct pipeline_spec *spec = dlsym(p->lib, "pipeline_spec");
+	struct table_type *type;
+	uint32_t i;
+	int status;
+
+	if (!spec)
+		return fail(err, errlen, -EINVAL, "the pipeline library has no pipeline_spec");
+	status = rte_swx_pipeline_table_type_register(p, FWC_TYPE_NAME,
+						      RTE_SWX_TABLE_MATCH_WILDCARD, &fwc_ops);
+	if (status)
+		return fail(err, errlen, status, "cannot register table type %s: %s",
+			    FWC_TYPE_NAME, errno_text(status));
+	TAILQ_FOREACH(type, &p->table_types, node)
+		if (!strcmp(type->name, FWC_TYPE_NAME))
+			break;
+
+	for (i = 0; i < spec->n_tables; i++) {
+		const struct table_spec *ts = &spec->tables[i];
+		struct table *table;
+
+		if (!ts->recommended_table_type_name ||
+		    strcmp(ts->recommended_table_type_name, FWC_TYPE_NAME))
+			continue;
+		TAILQ_FOREACH(table, &p->tables, node)
+			if (!strcmp(table->name, ts->name))
+				break;
+		/* As in DPDK, a named type of another match kind is ignored. */
+		if (!table || !table->type || table->type == type ||
+		    table->type->match_type != RTE_SWX_TABLE_MATCH_WILDCARD)
+			continue;
+		status = fwc_table_move(p, table, type);
+		if (status)
+			return fail(err, errlen, status,
+				    "table %s: cannot create its %s object: %s (key wider than "
+				    "%u ACL fields?)", table->name, FWC_TYPE_NAME,
+				    errno_text(status), RTE_ACL_MAX_FIELDS);
+	}
+	return 0;
+}
+
 /* Build a pipeline from a library made from fsx_codegen's output.
  * port_fds[i] (non-blocking) serves P4 port i in both directions. mtu bounds the frame size read
  * from an fd; burst is the fd ports' burst size; n_mbufs sizes the packet buffer pool.
@@ -384,6 +810,10 @@ fsx_pipeline_build(const char *lib_path, const int *port_fds, uint32_t n_ports, 
 		x->p = NULL;
 		goto error;
 	}
+
+	status = fwc_adopt(x->p, err, errlen);
+	if (status)
+		goto error;
 
 	status = rte_swx_ctl_pipeline_info_get(x->p, &x->info);
 	if (status) {

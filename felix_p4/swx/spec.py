@@ -8,6 +8,7 @@ destination within the metadata's first 32 bytes; field widths are whole bytes.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,19 @@ class Spec:
             struct = self.structs[self.headers[header]]
             return struct, struct.field(name)
         raise KeyError(f"{operand!r} is not a header or metadata field")
+
+    def is_wildcard(self, table: Table) -> bool:
+        """SWX stores this table in a wildcard (ACL) table, not a hash table: a key field is not
+        exact, or the exact fields leave gaps (rte_swx_pipeline.c, table_match_type_resolve)."""
+        if table.learner or not table.key:
+            return False
+        if any(f.kind != "exact" for f in table.key):
+            return True
+        spans = sorted(
+            (field.offset, field.offset + field.bits // 8)
+            for _, field in (self.struct_of(f.operand) for f in table.key)
+        )
+        return any(end != start for (_, end), (start, _) in itertools.pairwise(spans))
 
     def key_bytes(self, table: Table) -> int:
         return sum(self.struct_of(f.operand)[1].bits for f in table.key) // 8

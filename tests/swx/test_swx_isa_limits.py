@@ -33,7 +33,7 @@ def spec(tmp_path: Path, name: str, n_pad_words: int, apply: str, far: str) -> P
 
 
 def out_ports(path: Path) -> list[int]:
-    with SwxPipeline.load(path, 2, 64) as p:
+    with SwxPipeline.load(path, 2, 256) as p:  # the EAL size every SWX test file asks for
         return [port for port, _ in p.process(0, bytes(range(14)))]
 
 

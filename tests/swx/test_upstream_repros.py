@@ -2,21 +2,24 @@
 stops reproducing (a fixed DPDK, or a p4c whose output was regenerated), the write-up is out of
 date: update it with the test."""
 
+import runpy
 import struct
 from pathlib import Path
 
 import pytest
 
-from felix_p4.swx import SwxPipeline, availability
+from felix_p4.swx import SwxError, SwxPipeline, availability
 
 UNAVAILABLE = availability()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "docs" / "upstream"
+# The wildcard-tries ACL built with DPDK's largest tries takes 63 MB; one EAL serves the process.
+MEMORY_MB = 256
 
 
 def _run(spec: str, frame: bytes) -> bytes:
-    with SwxPipeline.load(UPSTREAM / spec, n_ports=1, memory_mb=64) as p:
+    with SwxPipeline.load(UPSTREAM / spec, n_ports=1, memory_mb=MEMORY_MB) as p:
         p.commit()
         [(port, out)] = p.process(0, frame)
         assert port == 0
@@ -45,3 +48,17 @@ def test_a_field_read_right_after_a_checksum_instruction_sees_its_result():
     # Built with the engine's flags (-fno-strict-aliasing); without them it reads 0.
     out = _run("checksum-alias.spec", struct.pack("!HHH", 0x1234, 95, 0))
     assert struct.unpack("!HHH", out) == (0x1234, 95, 0x11D5)
+
+
+@pytest.mark.parametrize("wildcard_type", [None, "felix_wildcard"], ids=["dpdk", "felix"])
+def test_a_policy_like_wildcard_table_runs_out_of_acl_tries_unless_max_size_is_set(wildcard_type):
+    entries = runpy.run_path(str(UPSTREAM / "wildcard-tries.py"))["entries"]()
+    spec = UPSTREAM / "wildcard-tries.spec"
+    with SwxPipeline.load(spec, n_ports=1, memory_mb=MEMORY_MB, wildcard_type=wildcard_type) as p:
+        for line in entries:
+            p.table_add("policy", line)
+        if wildcard_type is None:  # DPDK's own type: "ACL: Exceeded max number of tries: 8"
+            with pytest.raises(SwxError, match="ENODEV"):
+                p.commit()
+        else:  # felix-p4's, which builds with a non-zero max_size when it must
+            p.commit()
