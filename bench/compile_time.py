@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from bench.generate import Workload
 from felix_p4.compile.forwarding import ForwardingSettings, endpoint_entries, node_entries
 from felix_p4.compile.ipsets import Classifier
-from felix_p4.compile.policy import DIRECTIONS, SET_BITS, PolicyCompiler, program_spec
+from felix_p4.compile.policy import POLICY_DIRECTIONS, SET_BITS, PolicyCompiler, program_spec
 from felix_p4.compile.services import NodeContext, ServiceCompiler
 from felix_p4.driver import apply_kube_event
 from felix_p4.felix.session import FelixSession
@@ -72,7 +72,7 @@ def compile_times(workload: Workload, config_path: Path) -> dict[str, Any]:
                 d: policy.ensure(
                     program_spec(endpoint, d, state.policies, state.profiles), state.ipsets.get
                 )
-                for d in DIRECTIONS
+                for d in POLICY_DIRECTIONS
             }
             for key, endpoint in endpoints
         }
