@@ -38,8 +38,11 @@ def _timed(figures: dict[str, float], name: str, work: Callable[[], T]) -> T:
     return result
 
 
-def compile_times(workload: Workload, config_path: Path) -> dict[str, Any]:
-    """Seconds per concern for the whole snapshot, and what each produced."""
+def compile_times(
+    workload: Workload, config_path: Path, entities_out: list[Entity] | None = None
+) -> dict[str, Any]:
+    """Seconds per concern for the whole snapshot, and what each produced; `entities_out`
+    receives the compiled entities (bench/encoding.py times their encoding)."""
     settings = load_settings(env={}, path=str(config_path))
     seconds: dict[str, float] = {}
     frames = [encode_frame(m)[8:] for m in workload.snapshot]
@@ -129,6 +132,8 @@ def compile_times(workload: Workload, config_path: Path) -> dict[str, Any]:
         **service_owners,
     }
     entities = [e for entries in everything.values() for e in entries]
+    if entities_out is not None:
+        entities_out.extend(entities)
     _timed(seconds, "encode", lambda: [schema.encode_entity(e) for e in entities])
     sync = SyncEngine(schema, P4RuntimeClient("127.0.0.1:1", 1, 1), 1000)
 
