@@ -190,3 +190,38 @@ def test_driver_restart_ends_the_shim_and_the_next_session_rewrites_nothing(shim
                 assert await driver.stop() == 0
 
     asyncio.run(main())
+
+
+def test_a_second_connection_ends_the_open_session_and_takes_over_rewriting_nothing(
+    shim, socket_dir
+):
+    """Only one session at a time: a Felix whose old shim is still connected (its end not
+    noticed yet) execs a new one; the driver ends the old session, whose shim exits as a
+    driver would, and the new session reads the device back and writes nothing."""
+
+    async def main():
+        async with embedded_target() as (address, target):
+            driver = SocketDriver(address, socket_dir)
+            await driver.start()
+            try:
+                async with felix_with_shim(shim, driver) as first:
+                    await first.send(*SNAPSHOT, IN_SYNC)
+                    await first.wait_for(lambda r: first.in_sync())
+                    written = target.write_count
+                    async with felix_with_shim(shim, driver) as second:
+                        # The driver closes the first connection: its shim exits 1, "the
+                        # driver closed the connection", while the second stays open.
+                        assert await asyncio.wait_for(first.driver.wait(), 20) == 1
+                        assert second.driver.returncode is None
+                        await second.send(*SNAPSHOT, IN_SYNC)
+                        await second.wait_for(lambda r: second.in_sync())
+                        assert second.statuses() == {
+                            "default/cali-a": "up",
+                            "default/cali-b": "up",
+                        }
+                        assert await driver.probe("/readyz") == 200
+                        assert target.write_count == written
+            finally:
+                assert await driver.stop() == 0
+
+    asyncio.run(main())
