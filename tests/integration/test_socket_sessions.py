@@ -1,7 +1,8 @@
 """The driver's socket mode behind felix-p4-shim, as on a cluster: Felix execs the shim (fds 3
 and 4), the shim relays to `felix-p4 driver --felix-socket`, each connection one Felix session.
 Felix restarts (the shim killed and exec'd again) and driver restarts (the shim sees the socket
-close and exits, as Felix then sees) end with nothing rewritten on the device."""
+close and exits, as Felix then sees) end with nothing rewritten on the device, and so does a
+second connection arriving while a session is open (one session at a time)."""
 
 from __future__ import annotations
 
