@@ -170,7 +170,8 @@ def _library() -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as exc:
-        raise SwxUnavailable(f"cannot load {path}: {exc}") from exc
+        where = LIBRARY_ENV if LIBRARY is not None else f"built in {CACHE_ENV}"
+        raise SwxUnavailable(f"cannot load {path} ({where}): {exc}") from exc
     _bind(lib)
     _lib = lib
     return lib
