@@ -179,8 +179,9 @@ def _library() -> ctypes.CDLL:
 
 def helper_library() -> Path:
     """The helper library: ${FELIX_P4_SWX_LIB} when set, otherwise built on first use from the
-    packaged felix_swx.c into CACHE, named by the hash of source, DPDK and flags (a new
-    version of either builds a new one). SwxUnavailable says what is missing."""
+    packaged felix_swx.c into CACHE, named by the hash of source, DPDK, its internal headers
+    and flags (a new version of either builds a new one). It is compiled against the internal
+    headers too, so they are checked first. SwxUnavailable says what is missing."""
     if LIBRARY is not None:
         if not LIBRARY.exists():
             raise SwxUnavailable(
@@ -194,10 +195,15 @@ def helper_library() -> Path:
             f" felix-p4, or set {LIBRARY_ENV} to a built libfelix_swx.so"
         )
     compiler = _compiler(f"build the SWX engine library into {CACHE} ({CACHE_ENV})")
-    cflags, libs = _pkg_config("--cflags"), _pkg_config("--libs")
-    source = HELPER_SOURCE.read_bytes()
+    _check_internal_headers(" ".join(["DPDK", *_pkg_config("--modversion")]))
+    flags = [*_HELPER_CFLAGS, f"-I{INTERNAL_HEADERS}", *_pkg_config("--cflags")]
+    libs = _pkg_config("--libs")
     key = hashlib.sha256()
-    for part in (source, " ".join([compiler, *_HELPER_CFLAGS, *cflags, *libs]).encode()):
+    for part in (
+        HELPER_SOURCE.read_bytes(),
+        (INTERNAL_HEADERS / _INTERNAL_HEADER_FILES[0]).read_bytes(),
+        " ".join([compiler, *flags, *libs]).encode(),
+    ):
         key.update(part)
         key.update(b"\0")
     target = CACHE / f"libfelix_swx-{key.hexdigest()[:20]}.so"
@@ -208,7 +214,7 @@ def helper_library() -> Path:
         with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
             obj = Path(tmp) / "libfelix_swx.so"
             result = subprocess.run(
-                [compiler, *_HELPER_CFLAGS, *cflags, "-o", str(obj), str(HELPER_SOURCE), *libs],
+                [compiler, *flags, "-o", str(obj), str(HELPER_SOURCE), *libs],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -258,12 +264,29 @@ def _pkg_config(what: str) -> list[str]:
     return out.stdout.split()
 
 
+def _check_internal_headers(dpdk_version: str) -> None:
+    """SwxUnavailable unless INTERNAL_HEADERS holds both headers of this DPDK ("DPDK 22.11.11":
+    its VERSION file names one of the words)."""
+    for header in _INTERNAL_HEADER_FILES:
+        if not (INTERNAL_HEADERS / header).exists():
+            raise SwxUnavailable(
+                f"DPDK internal header {INTERNAL_HEADERS / header} ({INCLUDE_ENV}) is missing"
+                f" (libdpdk-dev does not ship it): {_fetch_headers_hint(dpdk_version)}"
+            )
+    stamp = INTERNAL_HEADERS / "VERSION"
+    if not stamp.exists() or stamp.read_text().strip() not in dpdk_version.split():
+        raise SwxUnavailable(
+            f"DPDK internal headers in {INTERNAL_HEADERS} ({INCLUDE_ENV}) do not match the"
+            f" installed {dpdk_version}: {_fetch_headers_hint(dpdk_version)}"
+        )
+
+
 def _fetch_headers_hint(version: str) -> str:
     return (
         f"run `bash {FETCH_HEADERS} {INTERNAL_HEADERS}` (it takes them from Debian's source"
         f" package of the installed libdpdk-dev: needs deb-src entries, dpkg-dev and xz-utils,"
         f" which {INSTALL_DPDK} sets up as root), or set {INCLUDE_ENV} to a directory holding"
-        f" {' and '.join(_INTERNAL_HEADER_FILES)} of DPDK {version} and a VERSION file"
+        f" {' and '.join(_INTERNAL_HEADER_FILES)} of {version} and a VERSION file"
         f" naming it"
     )
 
@@ -286,19 +309,7 @@ def _codegen_inputs() -> tuple[str, list[str], list[str]]:
     not global (ctypes loads it RTLD_LOCAL).
     """
     compiler = _compiler(f"build pipeline libraries into {CACHE} ({CACHE_ENV})")
-    running = _library().fsx_dpdk_version().decode()
-    for header in _INTERNAL_HEADER_FILES:
-        if not (INTERNAL_HEADERS / header).exists():
-            raise SwxUnavailable(
-                f"DPDK internal header {INTERNAL_HEADERS / header} ({INCLUDE_ENV}) is missing"
-                f" (libdpdk-dev does not ship it): {_fetch_headers_hint(running)}"
-            )
-    stamp = INTERNAL_HEADERS / "VERSION"
-    if not stamp.exists() or stamp.read_text().strip() not in running.split():
-        raise SwxUnavailable(
-            f"DPDK internal headers in {INTERNAL_HEADERS} ({INCLUDE_ENV}) do not match the"
-            f" installed {running}: {_fetch_headers_hint(running)}"
-        )
+    _check_internal_headers(_library().fsx_dpdk_version().decode())
     cflags = [*_CODEGEN_CFLAGS, f"-I{INTERNAL_HEADERS}", *_pkg_config("--cflags")]
     return compiler, cflags, _pkg_config("--libs")
 
