@@ -100,23 +100,18 @@ pipeline:
 		pipeline/felix_pna.context.json
 p4info: pipeline
 
-# P4-DPDK engine (felix_p4/swx, see its README): the C helper library, and DPDK's internal SWX
-# headers that generated pipeline C includes (from Debian's source package; never committed).
-SWX_LIB := build/swx/libfelix_swx.so
+# P4-DPDK engine (felix_p4/swx, see its README): DPDK's internal SWX headers that generated
+# pipeline C includes (from Debian's source package; never committed), then the C helper library,
+# which the engine itself builds on first use into build/swx/cache (a checkout's default).
 SWX_HEADERS := build/dpdk-internal/VERSION
 DPDK_PC := $(shell pkg-config --variable=pcfiledir libdpdk 2>/dev/null)/libdpdk.pc
 
-swx: swx-dpdk-check $(SWX_LIB) $(SWX_HEADERS)
+swx: swx-dpdk-check $(SWX_HEADERS) $(STAMP)
+	$(BIN)/python -c 'from felix_p4.swx import engine; print(engine.helper_library())'
 
 swx-dpdk-check:
 	@pkg-config --exists libdpdk || { echo "DPDK is not installed:" \
 		"run felix_p4/swx/install-dpdk.sh as root" >&2; exit 1; }
-
-# The library includes DPDK's internal SWX headers too (felix_wildcard moves built tables).
-$(SWX_LIB): felix_p4/swx/felix_swx.c $(DPDK_PC) $(SWX_HEADERS)
-	@mkdir -p $(@D)
-	$(CC) -O2 -g -Wall -Wextra -Werror -fPIC -shared -fvisibility=hidden -DALLOW_EXPERIMENTAL_API \
-		-I$(dir $(SWX_HEADERS)) $$(pkg-config --cflags libdpdk) -o $@ $< $$(pkg-config --libs libdpdk)
 
 $(SWX_HEADERS): felix_p4/swx/fetch-dpdk-headers.sh $(DPDK_PC)
 	bash $< $(@D)

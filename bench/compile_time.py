@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from bench.generate import Workload
 from felix_p4.compile.forwarding import ForwardingSettings, endpoint_entries, node_entries
 from felix_p4.compile.ipsets import Classifier
-from felix_p4.compile.policy import DIRECTIONS, SET_BITS, PolicyCompiler, program_spec
+from felix_p4.compile.policy import POLICY_DIRECTIONS, SET_BITS, PolicyCompiler, program_spec
 from felix_p4.compile.services import NodeContext, ServiceCompiler
 from felix_p4.driver import apply_kube_event
 from felix_p4.felix.session import FelixSession
@@ -38,8 +38,11 @@ def _timed(figures: dict[str, float], name: str, work: Callable[[], T]) -> T:
     return result
 
 
-def compile_times(workload: Workload, config_path: Path) -> dict[str, Any]:
-    """Seconds per concern for the whole snapshot, and what each produced."""
+def compile_times(
+    workload: Workload, config_path: Path, entities_out: list[Entity] | None = None
+) -> dict[str, Any]:
+    """Seconds per concern for the whole snapshot, and what each produced; `entities_out`
+    receives the compiled entities (bench/encoding.py times their encoding)."""
     settings = load_settings(env={}, path=str(config_path))
     seconds: dict[str, float] = {}
     frames = [encode_frame(m)[8:] for m in workload.snapshot]
@@ -72,7 +75,7 @@ def compile_times(workload: Workload, config_path: Path) -> dict[str, Any]:
                 d: policy.ensure(
                     program_spec(endpoint, d, state.policies, state.profiles), state.ipsets.get
                 )
-                for d in DIRECTIONS
+                for d in POLICY_DIRECTIONS
             }
             for key, endpoint in endpoints
         }
@@ -129,6 +132,8 @@ def compile_times(workload: Workload, config_path: Path) -> dict[str, Any]:
         **service_owners,
     }
     entities = [e for entries in everything.values() for e in entries]
+    if entities_out is not None:
+        entities_out.extend(entities)
     _timed(seconds, "encode", lambda: [schema.encode_entity(e) for e in entities])
     sync = SyncEngine(schema, P4RuntimeClient("127.0.0.1:1", 1, 1), 1000)
 

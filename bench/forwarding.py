@@ -34,6 +34,7 @@ from typing import Any
 from finsy.proto import p4r
 
 from bench.generate import Workload
+from felix_p4 import pipeline as P
 from felix_p4.p4.schema import PipelineSchema
 from felix_p4.pipeline import STAGES
 from felix_p4.pipeline.entries import Exact
@@ -273,8 +274,8 @@ def _programs_of_ports(schema: Any, tables: Any, ports: tuple[int, ...]) -> dict
     """The egress and ingress program ids of the workloads on `ports`."""
     used: dict[str, set[int]] = {"egress": set(), "ingress": set()}
     for name, direction, param in (
-        ("port_classify", "egress", "egress_program"),
-        ("routes_v4", "ingress", "ingress_program"),
+        (P.PORT_CLASSIFY.name, "egress", "egress_program"),
+        (P.ROUTES[4].name, "ingress", "ingress_program"),
     ):
         query = p4r.Entity(table_entry=p4r.TableEntry(table_id=schema.table_id(name)))
         for entity in tables.read(query):

@@ -239,6 +239,19 @@ def forwarding_lines(figures: dict[str, Any]) -> list[str]:
     ]
 
 
+def encoding_lines(figures: dict[str, Any]) -> list[str]:
+    """P4Runtime encoding per entry, ours vs finsy's (bench/encoding.py)."""
+    us = figures["us_per_entry"]
+    return [
+        f"P4Runtime encoding per table entry ({figures['sampled']:,} of the snapshot's "
+        f"{figures['entries']:,}, fastest of {figures['repeats']}; "
+        f"{figures['differing_encodings']} encoded differently):",
+        f"  ours {us['ours']:.2f} us, finsy {us['finsy']:.2f} us building its entry and encoding "
+        f"(ratio {figures['ratio']:.2f}), {us['finsy_encode_only']:.2f} us encoding alone "
+        f"(ratio {figures['ratio_encode_only']:.2f})",
+    ]
+
+
 def _f(value: Any, digits: int = 2) -> str:
     if value is None:
         return "-"
@@ -335,6 +348,9 @@ def table(results: dict[str, Any]) -> str:
             + f"; {compiled['programs']} distinct programs, "
             f"{compiled['program_entries']:,} program entries",
         ]
+    encoding = results.get("encoding")
+    if encoding:
+        lines += ["", *encoding_lines(encoding)]
     forwarding = results.get("forwarding")
     if forwarding is not None:
         lines += ["", *forwarding_lines(forwarding)]

@@ -22,6 +22,7 @@ from finsy.proto import p4r
 
 from bench import report
 from bench.compile_time import compile_times
+from bench.encoding import encoding_costs
 from bench.felix_side import REMOVED, UP, FelixSide
 from bench.forwarding import flow_frames, write_frames
 from bench.generate import PRESETS, EndpointChange, Workload, generate
@@ -29,6 +30,8 @@ from bench.raw import write_raw
 from bench.servers import ServerProcess, read_recorded
 from felix_p4.p4.artefacts import load_pipeline
 from felix_p4.p4.client import P4RuntimeClient
+from felix_p4.p4.schema import PipelineSchema
+from felix_p4.pipeline.entries import Entity
 from felix_p4.settings import PipelineSettings
 from felix_p4.swx import availability
 
@@ -559,7 +562,14 @@ async def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     if args.target in ("embedded", "both"):
         results["embedded"] = await _guarded(runner, runner.run_embedded)
     runner.phase = "compile per concern"
-    results["compile"] = compile_times(workload, runner.config("127.0.0.1:1", "compile"))
+    entities: list[Entity] = []
+    results["compile"] = compile_times(
+        workload, runner.config("127.0.0.1:1", "compile"), entities_out=entities
+    )
+    runner.phase = "encoding: ours vs finsy's"
+    results["encoding"] = encoding_costs(
+        PipelineSchema(load_pipeline(PipelineSettings())[0]), entities
+    )
     if args.forwarding != "off":
         unavailable = availability()
         if unavailable is None:

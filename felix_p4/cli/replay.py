@@ -14,25 +14,38 @@ import yaml
 
 from calico_proto import felixbackend_pb2 as fb
 from felix_p4.felix.spawn import spawn_driver
-from felix_p4.felix.wire import HEADER
+from felix_p4.felix.wire import (
+    DEFAULT_MAX_FRAME,
+    HEADER,
+    FrameTooLarge,
+    TruncatedFrame,
+    read_frames,
+)
 
 
-def read_recording(path: Path) -> list[bytes]:
-    """The frame bodies of a recording; a torn last frame (driver killed) is dropped."""
-    data = path.read_bytes()
-    frames = []
-    at = 0
-    while at + HEADER.size <= len(data):
-        (length,) = HEADER.unpack_from(data, at)
-        if at + HEADER.size + length > len(data):
-            break
-        frames.append(data[at + HEADER.size : at + HEADER.size + length])
-        at += HEADER.size + length
+class RecordingError(Exception):
+    """A recording the replaying driver would refuse; the message names file and frame."""
+
+
+def read_recording(path: Path, max_frame: int = DEFAULT_MAX_FRAME) -> list[bytes]:
+    """The frame bodies of a recording, read with the driver's framing and frame-size cap; a
+    torn last frame (driver killed) is dropped."""
+    frames: list[bytes] = []
+    with path.open("rb") as stream:
+        try:
+            for body in read_frames(stream, max_frame):
+                frames.append(body)
+        except FrameTooLarge as exc:
+            raise RecordingError(
+                f"{path}: frame {len(frames) + 1}: {exc} (felix.max_frame_bytes)"
+            ) from None
+        except TruncatedFrame:
+            pass
     return frames
 
 
 async def replay(path: Path, settings: dict[str, Any], timeout: float = 120.0) -> int:
-    frames = read_recording(path)
+    frames = read_recording(path, settings["felix"]["max_frame_bytes"])
     in_sync = any(fb.ToDataplane.FromString(f).WhichOneof("payload") == "in_sync" for f in frames)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as cfg:
         yaml.safe_dump(settings, cfg)
@@ -77,6 +90,6 @@ def main(path: str, target: str, plaintext: bool) -> int:
         # The usual settings (file, environment) with the target and no re-recording.
         settings = attrs.asdict(load_settings(overrides))
         return asyncio.run(replay(Path(path), settings))
-    except (OSError, RuntimeError, TimeoutError, ConfigError) as exc:
+    except (OSError, RuntimeError, TimeoutError, ConfigError, RecordingError) as exc:
         print(f"felix-p4 replay: {exc}", file=sys.stderr)
         return 1

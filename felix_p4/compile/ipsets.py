@@ -20,7 +20,8 @@ from felix_p4.pipeline import ADD_SETS, IPSET, PORTSET, SET_SETS
 from felix_p4.pipeline.entries import Exact, Lpm, TableEntry
 from felix_p4.pipeline.fields import exact128, params128, ternary128
 
-DIRECTIONS = ("src", "dst")
+# Which of a packet's addresses (and ports) a set-membership bit classifies.
+SET_SIDES = ("src", "dst")
 
 
 class OutOfBits(Exception):
@@ -105,7 +106,7 @@ class Classifier:
 
     def __init__(self, width: int) -> None:
         self.width = width
-        self.dirs = {d: _Direction(BitAllocator(width, d)) for d in DIRECTIONS}
+        self.dirs = {d: _Direction(BitAllocator(width, d)) for d in SET_SIDES}
         self.changed: set[Owner] = set()
 
     def bit(self, direction: str, ref: SetRef) -> int | None:

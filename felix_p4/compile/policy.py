@@ -33,7 +33,8 @@ from felix_p4.pipeline import POLICY_STAGES, RULE_ACTIONS, SET_SETS, STAGES
 from felix_p4.pipeline.entries import Exact, Match, TableEntry, Ternary
 from felix_p4.pipeline.fields import ternary128
 
-DIRECTIONS = ("egress", "ingress")
+# A policy program's direction, seen from the workload (Calico's outbound and inbound rules).
+POLICY_DIRECTIONS = ("egress", "ingress")
 PORT_PROTOS = (6, 17, 132, 136)  # protocols whose packets carry ports (the parser's list)
 ICMP_PROTO = {4: 1, 6: 58}
 MAX_PROGRAM_ID = 0xFFFF
@@ -360,7 +361,7 @@ class PolicyCompiler:
         self.stages = stages
         self.classifier = classifier
         self.programs: dict[ProgramSpec, Program] = {}
-        self._ids: dict[str, set[int]] = {d: set() for d in DIRECTIONS}
+        self._ids: dict[str, set[int]] = {d: set() for d in POLICY_DIRECTIONS}
         self._recovered: dict[tuple[str, str], int] = {}
         self._set_refs: dict[tuple[str, SetRef], int] = {}
 

@@ -16,7 +16,7 @@ import attrs
 
 from felix_p4 import metrics
 from felix_p4.compile.forwarding import CannotForward
-from felix_p4.compile.policy import DIRECTIONS, CannotCompile, Program
+from felix_p4.compile.policy import POLICY_DIRECTIONS, CannotCompile, Program
 from felix_p4.compile.routes import NodeNetwork
 from felix_p4.dataplane.forwarding import ForwardingManager, NodeSettings
 from felix_p4.dataplane.ipsets import IpSetManager
@@ -179,7 +179,7 @@ class Dataplane:
                         break
                     program = previous
                 chosen[d] = program
-            if len(chosen) < len(DIRECTIONS):
+            if len(chosen) < len(POLICY_DIRECTIONS):
                 continue  # nothing safe to point at yet: leave the endpoint as it is
             try:
                 self.forwarding.program(endpoint, port, chosen["egress"].id, chosen["ingress"].id)

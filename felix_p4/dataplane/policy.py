@@ -8,7 +8,7 @@ from collections.abc import Hashable, Iterable
 from felix_p4 import metrics
 from felix_p4.compile.ipsets import Classifier
 from felix_p4.compile.policy import (
-    DIRECTIONS,
+    POLICY_DIRECTIONS,
     CannotCompile,
     PolicyCompiler,
     Program,
@@ -79,7 +79,7 @@ class PolicyManager:
         Raises CannotCompile when the pipeline cannot hold one (nothing of it is kept)."""
         programs = {
             d: self.compiler.ensure(self._spec(endpoint, d, state), state.ipsets.get)
-            for d in DIRECTIONS
+            for d in POLICY_DIRECTIONS
         }
         for program in programs.values():
             if program.registered:
@@ -148,7 +148,7 @@ class PolicyManager:
         return self._installed.get((key, direction))
 
     def has_installed(self, key: WorkloadEndpointKey) -> bool:
-        return any((key, d) in self._installed for d in DIRECTIONS)
+        return any((key, d) in self._installed for d in POLICY_DIRECTIONS)
 
     def install(self, key: WorkloadEndpointKey, direction: str, program: Program) -> None:
         """The endpoint's forwarding entries now point at `program`."""
@@ -162,7 +162,7 @@ class PolicyManager:
 
     def forget(self, key: WorkloadEndpointKey) -> None:
         """The endpoint no longer points at any program."""
-        for d in DIRECTIONS:
+        for d in POLICY_DIRECTIONS:
             program = self._installed.pop((key, d), None)
             if program is not None:
                 self._unuse(key, d, program)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from google.protobuf.message import DecodeError
 
@@ -61,6 +63,39 @@ async def read_frame(
         ) from exc
 
 
+def read_frames(stream: BinaryIO, max_frame: int = DEFAULT_MAX_FRAME) -> Iterator[bytes]:
+    """The frame bodies of a blocking stream (a recording), with read_frame's rules: a length
+    above `max_frame` raises FrameTooLarge before any allocation, a stream ending inside a
+    frame raises TruncatedFrame, and one ending between frames ends the iteration."""
+    while True:
+        header = _read_exactly(stream, HEADER.size)
+        if not header:
+            return
+        if len(header) < HEADER.size:
+            raise TruncatedFrame(f"stream ended inside a frame header ({len(header)} bytes)")
+        (length,) = HEADER.unpack(header)
+        if length > max_frame:
+            raise FrameTooLarge(length, max_frame)
+        body = _read_exactly(stream, length)
+        if len(body) < length:
+            raise TruncatedFrame(
+                f"stream ended inside a frame body ({len(body)} of {length} bytes)"
+            )
+        yield body
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    """`size` bytes, fewer only at the end of the stream (read may return short)."""
+    chunks = []
+    while size:
+        chunk = stream.read(size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
 def decode_to_dataplane(body: bytes) -> fb.ToDataplane:
     """Parse one frame body; raises DecodeError for bytes that are not a ToDataplane."""
     message = fb.ToDataplane()
@@ -76,4 +111,5 @@ __all__ = [
     "decode_to_dataplane",
     "encode_frame",
     "read_frame",
+    "read_frames",
 ]

@@ -11,6 +11,7 @@ from pathlib import Path
 from felix_p4 import metrics
 from felix_p4.p4.artefacts import ensure_pipeline, load_pipeline
 from felix_p4.p4.client import MAX_BATCH, P4RuntimeClient, P4RuntimeClientError, TlsSettings
+from felix_p4.p4.pem import PemError, check_certificates, check_key_pair, check_private_key
 from felix_p4.p4.schema import PipelineSchema
 from felix_p4.p4.sync import SyncEngine
 from felix_p4.pipeline import PIPELINE
@@ -42,18 +43,27 @@ def tls_settings(p4rt: P4RuntimeSettings) -> TlsSettings | None:
 
 
 def check_tls_files(tls: TlsSettings | None) -> None:
-    """Every TLS file can be read now; ConfigError names the setting and path otherwise."""
+    """Every TLS file can be read now and holds PEM of what its setting needs (certificates, a
+    private key that is the certificate's); ConfigError names the setting, path and problem."""
     if tls is None:
         return
-    for setting, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+    checks = (("ca", tls.ca, check_certificates), ("cert", tls.cert, check_certificates))
+    for setting, path, check in (*checks, ("key", tls.key, check_private_key)):
         if path is None:
             continue
         try:
-            path.read_bytes()
+            check(path.read_bytes())
         except OSError as exc:
             raise ConfigError(
                 f"p4runtime.tls.{setting}: cannot read {path}: {exc.strerror}"
             ) from None
+        except PemError as exc:
+            raise ConfigError(f"p4runtime.tls.{setting}: {path}: {exc}") from None
+    if tls.cert is not None and tls.key is not None:
+        try:
+            check_key_pair(tls.cert, tls.key)
+        except PemError as exc:
+            raise ConfigError(f"p4runtime.tls.cert and p4runtime.tls.key: {exc}") from None
 
 
 class DeviceSession:

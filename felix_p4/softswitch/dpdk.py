@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 from finsy.proto import p4i, p4r, rpc_code
 
+from felix_p4 import pipeline as P
 from felix_p4.p4.artefacts import P4SRC, load_p4info
 from felix_p4.softswitch.dpdk_translate import (
     SWX_PRIORITY_MAX,
@@ -50,7 +51,6 @@ P4INFO = "felix_pna.p4info.txtpb"
 # pipeline/headers.p4: the expiry profile of ClientIP affinity entries, whose timeout the target
 # sets (the spec's timeout list is compiled in; DPDK 22.11 can change one on the live pipeline).
 AFFINITY_PROFILE = 6
-AFFINITY_TABLE = "service_affinity"
 
 
 @attrs.frozen(slots=True)
@@ -169,7 +169,7 @@ class DpdkEngine:
             except SwxError as exc:
                 raise P4RuntimeError(rpc_code.INTERNAL, f"DPDK pipeline: {exc}") from exc
         try:
-            affinity = self.map.by_name[AFFINITY_TABLE].spec_name
+            affinity = self.map.by_name[P.SERVICE_AFFINITY.name].spec_name
             new.set_learner_timeout(affinity, AFFINITY_PROFILE, self.settings.affinity_seconds)
             mirrors = self._program_store(new, tables)
         except (SwxError, _Refused) as exc:
@@ -515,8 +515,8 @@ class DpdkEngine:
         return self.map.entry(table, group[max(group)]).text
 
     def _host_ports(self) -> set[int]:
-        table = self.map.by_name["port_classify"]
-        host = next(a.p4_id for a in table.actions.values() if a.name == "host_port")
+        table = self.map.by_name[P.PORT_CLASSIFY.name]
+        host = next(a.p4_id for a in table.actions.values() if a.name == P.HOST_PORT.name)
         return {
             int.from_bytes(te.match[0].exact.value, "big")
             for group in self._mirrors[table.p4_id].groups.values()
@@ -571,30 +571,35 @@ def _trace_row(
     return row
 
 
-# (table prefix, action) -> why the packet was dropped there.
+# (table, action) -> why the packet was dropped there.
 _DROP_REASONS = {
-    ("source_check_", "drop"): "source address not allowed on this port (spoofed)",
-    ("services", "service_reject"): "service has no endpoints",
-    ("service_backends", "no_backend"): "service has no backend for this flow",
+    **{
+        (table.name, P.DROP.name): "source address not allowed on this port (spoofed)"
+        for table in P.SOURCE_CHECK.values()
+    },
+    (P.SERVICES.name, P.SERVICE_REJECT.name): "service has no endpoints",
+    (P.SERVICE_BACKENDS.name, P.NO_BACKEND.name): "service has no backend for this flow",
 }
+_ROUTE_TABLES = {table.name for table in P.ROUTES.values()}
+_STAGE_TABLES = {direction: {t.name for t in tables} for direction, tables in P.STAGES.items()}
 
 
 def _drop_reason(in_port: int, frame: bytes, trace: list[dict[str, Any]]) -> str:
     for row in trace:
         table, action = row["table"], row["action"]
-        if table == "port_classify" and action == "drop":
+        if table == P.PORT_CLASSIFY.name and action == P.DROP.name:
             return f"port {in_port} is not a known port"
-        if table.startswith("routes_") and action == "no_route":
+        if table in _ROUTE_TABLES and action == P.NO_ROUTE.name:
             return f"no route in {table}"
-        for (prefix, dropping), reason in _DROP_REASONS.items():
-            if table.startswith(prefix) and action == dropping:
-                return reason
-    if trace and trace[-1]["table"] == "conntrack" and not trace[-1]["hit"]:
+        if (table, action) in _DROP_REASONS:
+            return _DROP_REASONS[table, action]
+    if trace and trace[-1]["table"] == P.CONNTRACK.name and not trace[-1]["hit"]:
         for direction in ("ingress", "egress"):
-            stages = [r for r in trace if r["table"].startswith(f"{direction}_stage_")]
-            if stages and stages[-1]["action"] != "rule_allow":
+            stages = [r for r in trace if r["table"] in _STAGE_TABLES[direction]]
+            if stages and stages[-1]["action"] != P.RULE_ALLOW.name:
                 return f"{direction} policy: {stages[-1]['action']}"
-    if trace and trace[-1]["table"].startswith("routes_") and trace[-1]["action"] == "to_workload":
+    final = trace[-1] if trace else None
+    if final and final["table"] in _ROUTE_TABLES and final["action"] == P.TO_WORKLOAD.name:
         return "TTL / hop limit expired"
     packet = describe(frame)
     if packet.get("proto") == "arp":

@@ -20,10 +20,43 @@ from felix_p4.swx import spec as swx_spec
 
 log = logging.getLogger(__name__)
 
-_REPO = Path(__file__).resolve().parents[2]
-LIBRARY = Path(os.environ.get("FELIX_P4_SWX_LIB", _REPO / "build/swx/libfelix_swx.so"))
-INTERNAL_HEADERS = Path(os.environ.get("FELIX_P4_SWX_INCLUDE", _REPO / "build/dpdk-internal"))
-CACHE = Path(os.environ.get("FELIX_P4_SWX_CACHE", _REPO / "build/swx/cache"))
+_PACKAGE = Path(__file__).resolve().parent
+_REPO = _PACKAGE.parents[1]
+
+
+def _default_base() -> Path:
+    """Where built and fetched files go by default: a source checkout's build/ (`make swx`),
+    otherwise the user's cache, never inside an installed package."""
+    if (_REPO / "Makefile").is_file() and (_REPO / "pyproject.toml").is_file():
+        return _REPO / "build"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "felix-p4"
+
+
+# Settings, by environment variable (felix_p4/swx/README.md, "Files and settings").
+LIBRARY_ENV, INCLUDE_ENV, CACHE_ENV = (
+    "FELIX_P4_SWX_LIB",
+    "FELIX_P4_SWX_INCLUDE",
+    "FELIX_P4_SWX_CACHE",
+)
+_BASE = _default_base()
+# A prebuilt helper library; without one it is built from the packaged source into CACHE.
+LIBRARY = Path(os.environ[LIBRARY_ENV]) if os.environ.get(LIBRARY_ENV) else None
+INTERNAL_HEADERS = Path(os.environ.get(INCLUDE_ENV) or _BASE / "dpdk-internal")
+CACHE = Path(os.environ.get(CACHE_ENV) or _BASE / "swx" / "cache")
+HELPER_SOURCE = _PACKAGE / "felix_swx.c"
+FETCH_HEADERS = _PACKAGE / "fetch-dpdk-headers.sh"
+INSTALL_DPDK = _PACKAGE / "install-dpdk.sh"
+_INTERNAL_HEADER_FILES = ("rte_swx_pipeline_internal.h", "rte_swx_pipeline_spec.h")
+_HELPER_CFLAGS = (
+    "-O2",
+    "-g",
+    "-Wall",
+    "-Wextra",
+    "-fPIC",
+    "-shared",
+    "-fvisibility=hidden",
+    "-DALLOW_EXPERIMENTAL_API",
+)
 
 # Compiler flags for the C that DPDK generates from a spec (DPDK's examples/pipeline uses the
 # same, at -O3; -O2 compiles faster and the generated code is straight-line anyway).
@@ -140,19 +173,85 @@ def _library() -> ctypes.CDLL:
     global _lib
     if _lib is not None:
         return _lib
-    if not LIBRARY.exists():
-        raise SwxUnavailable(
-            f"SWX engine library {LIBRARY} is not built"
-            + ("" if shutil.which("pkg-config") and _has_dpdk() else " (DPDK is not installed)")
-            + ": run `make swx`"
-        )
+    path = helper_library()
     try:
-        lib = ctypes.CDLL(str(LIBRARY))
+        lib = ctypes.CDLL(str(path))
     except OSError as exc:
-        raise SwxUnavailable(f"cannot load {LIBRARY}: {exc}") from exc
+        where = LIBRARY_ENV if LIBRARY is not None else f"built in {CACHE_ENV}"
+        raise SwxUnavailable(f"cannot load {path} ({where}): {exc}") from exc
     _bind(lib)
     _lib = lib
     return lib
+
+
+def helper_library() -> Path:
+    """The helper library: ${FELIX_P4_SWX_LIB} when set, otherwise built on first use from the
+    packaged felix_swx.c into CACHE, named by the hash of source, DPDK, its internal headers
+    and flags (a new version of either builds a new one). It is compiled against the internal
+    headers too, so they are checked first. SwxUnavailable says what is missing."""
+    if LIBRARY is not None:
+        if not LIBRARY.exists():
+            raise SwxUnavailable(
+                f"SWX engine library {LIBRARY} ({LIBRARY_ENV}) does not exist: build it there or"
+                f" unset {LIBRARY_ENV} to have the engine build it into {CACHE} ({CACHE_ENV})"
+            )
+        return LIBRARY
+    if not HELPER_SOURCE.exists():
+        raise SwxUnavailable(
+            f"SWX engine source {HELPER_SOURCE} is missing from the package: reinstall"
+            f" felix-p4, or set {LIBRARY_ENV} to a built libfelix_swx.so"
+        )
+    compiler = _compiler(f"build the SWX engine library into {CACHE} ({CACHE_ENV})")
+    _check_internal_headers(" ".join(["DPDK", *_pkg_config("--modversion")]))
+    flags = [*_HELPER_CFLAGS, f"-I{INTERNAL_HEADERS}", *_pkg_config("--cflags")]
+    libs = _pkg_config("--libs")
+    key = hashlib.sha256()
+    for part in (
+        HELPER_SOURCE.read_bytes(),
+        (INTERNAL_HEADERS / _INTERNAL_HEADER_FILES[0]).read_bytes(),
+        " ".join([compiler, *flags, *libs]).encode(),
+    ):
+        key.update(part)
+        key.update(b"\0")
+    target = CACHE / f"libfelix_swx-{key.hexdigest()[:20]}.so"
+    if target.exists():
+        return target
+    try:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+            obj = Path(tmp) / "libfelix_swx.so"
+            result = subprocess.run(
+                [compiler, *flags, "-o", str(obj), str(HELPER_SOURCE), *libs],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode:
+                first = next((ln for ln in result.stderr.splitlines() if "error" in ln), "")
+                raise SwxUnavailable(
+                    f"building the SWX engine library from {HELPER_SOURCE} failed:"
+                    f" {first.strip()}; or set {LIBRARY_ENV} to a built libfelix_swx.so"
+                )
+            if result.stderr.strip():
+                log.warning("building %s: %s", target.name, " | ".join(result.stderr.splitlines()))
+            os.replace(obj, target)
+    except OSError as exc:
+        raise SwxUnavailable(
+            f"cannot build the SWX engine library in {CACHE}: {exc}; set {CACHE_ENV} to a"
+            f" writable directory or {LIBRARY_ENV} to a built libfelix_swx.so"
+        ) from exc
+    log.info("built the SWX engine library %s", target)
+    return target
+
+
+def _compiler(purpose: str) -> str:
+    compiler = os.environ.get("CC", "gcc")
+    if shutil.which(compiler) is None:
+        raise SwxUnavailable(
+            f"no C compiler ({compiler}; set CC) to {purpose}: install gcc"
+            f" (as root on Debian 12: {INSTALL_DPDK})"
+        )
+    return compiler
 
 
 def _has_dpdk() -> bool:
@@ -161,15 +260,47 @@ def _has_dpdk() -> bool:
 
 def _pkg_config(what: str) -> list[str]:
     if shutil.which("pkg-config") is None or not _has_dpdk():
-        raise SwxUnavailable("DPDK development files (pkg-config libdpdk) are not installed")
+        raise SwxUnavailable(
+            "DPDK development files (pkg-config libdpdk) are not installed: as root on"
+            f" Debian 12 run {INSTALL_DPDK} (dpdk-dev libdpdk-dev dpkg-dev gcc pkg-config"
+            " xz-utils, and deb-src entries)"
+        )
     out = subprocess.run(
         ["pkg-config", what, "libdpdk"], capture_output=True, text=True, check=True
     )
     return out.stdout.split()
 
 
+def _check_internal_headers(dpdk_version: str) -> None:
+    """SwxUnavailable unless INTERNAL_HEADERS holds both headers of this DPDK ("DPDK 22.11.11":
+    its VERSION file names one of the words)."""
+    for header in _INTERNAL_HEADER_FILES:
+        if not (INTERNAL_HEADERS / header).exists():
+            raise SwxUnavailable(
+                f"DPDK internal header {INTERNAL_HEADERS / header} ({INCLUDE_ENV}) is missing"
+                f" (libdpdk-dev does not ship it): {_fetch_headers_hint(dpdk_version)}"
+            )
+    stamp = INTERNAL_HEADERS / "VERSION"
+    if not stamp.exists() or stamp.read_text().strip() not in dpdk_version.split():
+        raise SwxUnavailable(
+            f"DPDK internal headers in {INTERNAL_HEADERS} ({INCLUDE_ENV}) do not match the"
+            f" installed {dpdk_version}: {_fetch_headers_hint(dpdk_version)}"
+        )
+
+
+def _fetch_headers_hint(version: str) -> str:
+    return (
+        f"run `bash {FETCH_HEADERS} {INTERNAL_HEADERS}` (it takes them from Debian's source"
+        f" package of the installed libdpdk-dev: needs deb-src entries, dpkg-dev and xz-utils,"
+        f" which {INSTALL_DPDK} sets up as root), or set {INCLUDE_ENV} to a directory holding"
+        f" {' and '.join(_INTERNAL_HEADER_FILES)} of {version} and a VERSION file"
+        f" naming it"
+    )
+
+
 def availability() -> str | None:
-    """Why the engine cannot run here, or None when it can (checks files, starts nothing)."""
+    """Why the engine cannot run here, or None when it can (checks files, builds the helper
+    library on first use, starts nothing)."""
     try:
         _library()
         _codegen_inputs()
@@ -184,21 +315,8 @@ def _codegen_inputs() -> tuple[str, list[str], list[str]]:
     The library links DPDK itself: DPDK dlopens it, and the helper library's DPDK symbols are
     not global (ctypes loads it RTLD_LOCAL).
     """
-    compiler = os.environ.get("CC", "gcc")
-    if shutil.which(compiler) is None:
-        raise SwxUnavailable(f"no C compiler ({compiler}) to build pipeline libraries")
-    for header in ("rte_swx_pipeline_internal.h", "rte_swx_pipeline_spec.h"):
-        if not (INTERNAL_HEADERS / header).exists():
-            raise SwxUnavailable(
-                f"DPDK internal header {INTERNAL_HEADERS / header} is missing: run `make swx`"
-            )
-    stamp = INTERNAL_HEADERS / "VERSION"
-    running = _library().fsx_dpdk_version().decode()
-    if not stamp.exists() or stamp.read_text().strip() not in running.split():
-        raise SwxUnavailable(
-            f"DPDK internal headers in {INTERNAL_HEADERS} do not match the installed {running}:"
-            " run `make swx`"
-        )
+    compiler = _compiler(f"build pipeline libraries into {CACHE} ({CACHE_ENV})")
+    _check_internal_headers(_library().fsx_dpdk_version().decode())
     cflags = [*_CODEGEN_CFLAGS, f"-I{INTERNAL_HEADERS}", *_pkg_config("--cflags")]
     return compiler, cflags, _pkg_config("--libs")
 

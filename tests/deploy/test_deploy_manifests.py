@@ -232,3 +232,32 @@ def test_settings_volume_holds_a_config_the_driver_accepts(kustomize: str, tmp_p
     assert not settings.metrics.address.startswith("127.")
     for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
         assert driver[probe]["httpGet"] == {"path": path, "port": "metrics"}
+
+
+def _measured_peak_rss_at_s() -> tuple[float, float]:
+    """(snapshot, restarted driver) peak RSS at scale S in MiB, from bench/RESULTS.md's table."""
+    row = next(
+        line
+        for line in (REPO / "bench" / "RESULTS.md").read_text().splitlines()
+        if line.startswith("| driver peak RSS: null run / embedded run / restarted driver |")
+    )
+    at_s = row.split("|")[3]  # columns: name, small, S
+    fresh, _, restarted = (float(v) for v in re.findall(r"\d+(?:\.\d+)?", at_s))
+    return fresh, restarted
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Mi": 1.0, "Gi": 1024.0}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_driver_memory_covers_the_peak_measured_at_scale_s(kustomize: str) -> None:
+    (driver,) = only(render(kustomize, "manifest-install"), "DaemonSet")["spec"]["template"][
+        "spec"
+    ]["containers"]
+    fresh, restarted = _measured_peak_rss_at_s()
+    resources = driver["resources"]
+    # A restarted driver decodes the device's read-back and peaks highest; the limit keeps
+    # headroom above it so a restart at S is not OOM-killed.
+    assert _mebibytes(resources["requests"]["memory"]) >= fresh
+    assert _mebibytes(resources["limits"]["memory"]) >= 1.25 * restarted

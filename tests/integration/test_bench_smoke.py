@@ -50,6 +50,12 @@ def test_tiny_bench_reports_every_figure(tmp_path):
         "restart: entries rewritten",
     }
     assert "DESIGN.md section 6 targets" in done.stdout
+    # Ours and finsy's encoders timed over the same entries must produce the same protobuf.
+    encoding = results["encoding"]
+    assert 0 < encoding["sampled"] == encoding["entries"] <= summary["entries_written"]
+    assert encoding["differing_encodings"] == 0
+    assert all(us > 0 for us in encoding["us_per_entry"].values())
+    assert "P4Runtime encoding per table entry" in done.stdout
     forwarding = results["forwarding"]
     if availability() is None:
         assert forwarding["outputs_agree"], forwarding

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import stat
+import struct
 import subprocess
 import sys
 
@@ -63,3 +64,48 @@ def test_record_is_owner_only_and_replays_to_the_same_entries(tmp_path):
             assert _entries(target) == original
 
     asyncio.run(main())
+
+
+def _replay(tmp_path, record, settings):
+    config = tmp_path / "replay.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "felix_p4",
+            "replay",
+            str(record),
+            "--target",
+            "127.0.0.1:1",
+            "--plaintext",
+        ],
+        env=dict(os.environ, FELIX_P4_CONFIG=str(config)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_replay_refuses_a_frame_above_the_drivers_cap_naming_file_and_frame(tmp_path):
+    record = tmp_path / "felix.rec"
+    small = encode_frame(IN_SYNC)
+    big = encode_frame(msg(config_update={"config": {"x": "y" * 2000}}))
+    record.write_bytes(small + big)
+
+    done = _replay(tmp_path, record, {"felix": {"max_frame_bytes": 1024}})
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"felix-p4 replay: {record}: frame 2: frame length {len(big) - 8}")
+    assert "exceeds the cap of 1024 bytes (felix.max_frame_bytes)" in line
+
+
+def test_replay_refuses_an_absurd_length_before_reading_it(tmp_path):
+    record = tmp_path / "felix.rec"
+    record.write_bytes(struct.pack("<Q", 2**62))
+
+    done = _replay(tmp_path, record, {})
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"{record}: frame 1: frame length {2**62} exceeds the cap" in done.stderr

@@ -1,7 +1,8 @@
 """The driver's socket mode behind felix-p4-shim, as on a cluster: Felix execs the shim (fds 3
 and 4), the shim relays to `felix-p4 driver --felix-socket`, each connection one Felix session.
 Felix restarts (the shim killed and exec'd again) and driver restarts (the shim sees the socket
-close and exits, as Felix then sees) end with nothing rewritten on the device."""
+close and exits, as Felix then sees) end with nothing rewritten on the device, and so does a
+second connection arriving while a session is open (one session at a time)."""
 
 from __future__ import annotations
 
@@ -186,6 +187,41 @@ def test_driver_restart_ends_the_shim_and_the_next_session_rewrites_nothing(shim
                     await felix.wait_for(lambda r: felix.in_sync())
                     assert felix.statuses() == {"default/cali-a": "up", "default/cali-b": "up"}
                 assert target.write_count == written
+            finally:
+                assert await driver.stop() == 0
+
+    asyncio.run(main())
+
+
+def test_a_second_connection_ends_the_open_session_and_takes_over_rewriting_nothing(
+    shim, socket_dir
+):
+    """Only one session at a time: a Felix whose old shim is still connected (its end not
+    noticed yet) execs a new one; the driver ends the old session, whose shim exits as a
+    driver would, and the new session reads the device back and writes nothing."""
+
+    async def main():
+        async with embedded_target() as (address, target):
+            driver = SocketDriver(address, socket_dir)
+            await driver.start()
+            try:
+                async with felix_with_shim(shim, driver) as first:
+                    await first.send(*SNAPSHOT, IN_SYNC)
+                    await first.wait_for(lambda r: first.in_sync())
+                    written = target.write_count
+                    async with felix_with_shim(shim, driver) as second:
+                        # The driver closes the first connection: its shim exits 1, "the
+                        # driver closed the connection", while the second stays open.
+                        assert await asyncio.wait_for(first.driver.wait(), 20) == 1
+                        assert second.driver.returncode is None
+                        await second.send(*SNAPSHOT, IN_SYNC)
+                        await second.wait_for(lambda r: second.in_sync())
+                        assert second.statuses() == {
+                            "default/cali-a": "up",
+                            "default/cali-b": "up",
+                        }
+                        assert await driver.probe("/readyz") == 200
+                        assert target.write_count == written
             finally:
                 assert await driver.stop() == 0
 

@@ -1,6 +1,7 @@
 """Felix framing: 8-byte little-endian length prefix, short reads, EOF, caps."""
 
 import asyncio
+import io
 import struct
 
 import pytest
@@ -59,3 +60,27 @@ def test_absurd_length_is_refused_before_reading_it():
     with pytest.raises(wire.FrameTooLarge) as err:
         _read_all(struct.pack("<Q", 2**40), cap=1024)
     assert err.value.length == 2**40
+
+
+class _ShortReads(io.BytesIO):
+    """A blocking stream that returns at most 3 bytes per read, as pipes may."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(3 if size is None or size < 0 else min(size, 3))
+
+
+def test_the_blocking_reader_frames_like_the_async_one():
+    msgs = [fb.ToDataplane(sequence_number=i, in_sync=fb.InSync()) for i in range(1, 4)]
+    data = b"".join(wire.encode_frame(m) for m in msgs)
+    bodies = list(wire.read_frames(_ShortReads(data)))
+    assert [wire.decode_to_dataplane(b) for b in bodies] == msgs
+    assert list(wire.read_frames(io.BytesIO(b""))) == []
+
+
+def test_the_blocking_reader_refuses_an_absurd_length_and_reports_truncation():
+    with pytest.raises(wire.FrameTooLarge):
+        list(wire.read_frames(io.BytesIO(struct.pack("<Q", 2**40)), 1024))
+    frame = wire.encode_frame(fb.ToDataplane(sequence_number=1, in_sync=fb.InSync()))
+    for torn in (frame[:3], frame[:-1]):
+        with pytest.raises(wire.TruncatedFrame):
+            list(wire.read_frames(io.BytesIO(torn)))
