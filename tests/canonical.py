@@ -90,6 +90,9 @@ def canonical(entities: list[Entity]) -> set:
             for name in ("group", "service_id", "affinity"):
                 params.pop(name, None)
                 info.pop(name, None)
+            # The affinity scope's generation counts the backends that left since the group
+            # was made: history, which a fresh compile of the same state does not have.
+            info.pop("affinity_key", None)
             e = attrs.evolve(e, metadata=json.dumps(info, sort_keys=True).encode())
         out_params = []
         if "sets_hi" in params:
