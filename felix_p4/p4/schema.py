@@ -34,12 +34,12 @@ def to_bytes(value: int) -> bytes:
     return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
 
 
-def _values(match: Match) -> tuple[int, ...]:
-    if isinstance(match, Ternary):
-        return (match.value, match.mask)
-    if isinstance(match, Range):
-        return (match.low, match.high)
-    return (match.value,)
+def _checked(value: int, width: int, table: str, name: str, match: Match) -> bytes:
+    """`value` in P4Runtime's canonical bytes, or ValueTooWide when it does not fit `width`."""
+    bits = value.bit_length()
+    if value < 0 or bits > width:
+        raise ValueTooWide(f"table {table}: {name}={match} does not fit {width} bits")
+    return value.to_bytes((bits + 7) // 8 or 1, "big")
 
 
 @attrs.frozen(slots=True)
@@ -112,18 +112,26 @@ class PipelineSchema:
             raise SchemaError(f"P4Info has no action profile {name!r}") from None
 
     def _action(self, action: str, params: tuple[tuple[str, int], ...]) -> p4r.Action:
+        pb = p4r.Action()
+        self._fill_action(pb, action, params)
+        return pb
+
+    def _fill_action(
+        self, pb: p4r.Action, action: str, params: tuple[tuple[str, int], ...]
+    ) -> None:
         a = self._actions.get(action)
         if a is None:
             raise SchemaError(f"P4Info has no action {action!r}")
-        pb = p4r.Action(action_id=a.id)
+        pb.action_id = a.id
+        add = pb.params.add
         for pname, value in params:
             pid = a.params.get(pname)
             if pid is None:
                 raise SchemaError(f"action {action} has no param {pname!r}")
-            if value < 0 or value.bit_length() > pid[1]:
+            bits = value.bit_length()
+            if value < 0 or bits > pid[1]:
                 raise ValueTooWide(f"action {action}: {pname}={value} does not fit {pid[1]} bits")
-            pb.params.add(param_id=pid[0], value=to_bytes(value))
-        return pb
+            add(param_id=pid[0], value=value.to_bytes((bits + 7) // 8 or 1, "big"))
 
     def _decode_action(self, pb: p4r.Action) -> tuple[str, tuple[tuple[str, int], ...]]:
         name = self._action_names[pb.action_id]
@@ -237,38 +245,44 @@ class PipelineSchema:
             raise SchemaError(f"P4Info has no table {name!r}") from None
 
     def encode(self, entry: TableEntry) -> p4r.TableEntry:
+        """The P4Runtime form of `entry`, every value checked against its width (ValueTooWide
+        rather than a truncated entry). The hot path of every write: values are converted to
+        bytes once, with their length taken from the same bit_length the check uses."""
         t = self._table(entry.table)
         pb = p4r.TableEntry(table_id=t.id, priority=entry.priority, metadata=entry.metadata)
         if entry.is_default:
             pb.is_default_action = True
+        fields = t.fields
+        add = pb.match.add
         for name, m in entry.match:
-            field = t.fields.get(name)
+            field = fields.get(name)
             if field is None:
                 raise SchemaError(f"table {entry.table} has no match field {name!r}")
             width = field.bitwidth
-            for value in _values(m):
-                if value < 0 or value.bit_length() > width:
-                    raise ValueTooWide(f"table {entry.table}: {name}={m} does not fit {width} bits")
-            fm = pb.match.add(field_id=field.id)
             if isinstance(m, Exact):
-                fm.exact.value = to_bytes(m.value)
+                add(field_id=field.id).exact.value = _checked(m.value, width, entry.table, name, m)
             elif isinstance(m, Lpm):
                 if m.prefix_len > width:
                     raise ValueTooWide(f"table {entry.table}: {name}={m} prefix beyond {width}")
-                fm.lpm.value = to_bytes(m.value)
+                fm = add(field_id=field.id)
+                fm.lpm.value = _checked(m.value, width, entry.table, name, m)
                 fm.lpm.prefix_len = m.prefix_len
             elif isinstance(m, Ternary):
-                fm.ternary.value = to_bytes(m.value)
-                fm.ternary.mask = to_bytes(m.mask)
+                fm = add(field_id=field.id)
+                fm.ternary.value = _checked(m.value, width, entry.table, name, m)
+                fm.ternary.mask = _checked(m.mask, width, entry.table, name, m)
             elif isinstance(m, Range):
-                fm.range.low = to_bytes(m.low)
-                fm.range.high = to_bytes(m.high)
+                fm = add(field_id=field.id)
+                fm.range.low = _checked(m.low, width, entry.table, name, m)
+                fm.range.high = _checked(m.high, width, entry.table, name, m)
             else:
-                fm.optional.value = to_bytes(m.value)
+                add(field_id=field.id).optional.value = _checked(
+                    m.value, width, entry.table, name, m
+                )
         if entry.group:
             pb.action.action_profile_group_id = entry.group
         elif entry.action:
-            pb.action.action.CopyFrom(self._action(entry.action, entry.params))
+            self._fill_action(pb.action.action, entry.action, entry.params)
         return pb
 
     def decode(self, pb: p4r.TableEntry) -> TableEntry:
