@@ -24,7 +24,8 @@ SCHEMA = PipelineSchema(load_p4info(DEFAULT_P4INFO))
 
 def canonical(entities: list[Entity]) -> set:
     """Entities with program ids replaced by program digests, set bits by set names, service
-    group and service ids by the service port they stand for, members by their backend."""
+    group and service ids by the service port they stand for, members by their backend, and a
+    service port's buckets by the set of backends they hold."""
     entries = [e for e in entities if isinstance(e, TableEntry)]
     members = {
         e.member_id: tuple(sorted(e.params)) for e in entities if isinstance(e, ActionProfileMember)
@@ -56,6 +57,7 @@ def canonical(entities: list[Entity]) -> set:
         return tuple(sorted(out))
 
     result = set()
+    spread: dict[str, set[tuple]] = {}
     for e in entries:
         fields = dict(e.match)
         match = []
@@ -75,7 +77,7 @@ def canonical(entities: list[Entity]) -> set:
                 match.append((name, programs.get((direction, m.value), f"?{m.value}")))
             else:
                 match.append((name, m))
-        if e.table == "service_backends":
+        if e.table == "service_backends" and e.group:
             group = groups.get(e.group)
             backends = (
                 tuple(sorted((members.get(m, f"?{m}"), w) for m, w in group.members))
@@ -84,10 +86,19 @@ def canonical(entities: list[Entity]) -> set:
             )
             result.add((e.table, group_keys.get(e.group, f"?{e.group}"), backends))
             continue
+        if e.table == "service_backends":
+            # Buckets: which backends a service port spreads over. How many buckets, and which
+            # bucket holds whom, depend on the port's history (counts are kept while they stay
+            # even enough, so flows keep their backends), not only on the state.
+            bucket_group = dict(e.match)["group"]
+            assert isinstance(bucket_group, Exact)
+            key = group_keys.get(bucket_group.value, f"?{bucket_group.value}")
+            spread.setdefault(key, set()).add(tuple(sorted(e.params)))
+            continue
         params = dict(e.params)
         if e.table == "services" and e.metadata:
             info = json.loads(e.metadata)
-            for name in ("group", "service_id", "affinity"):
+            for name in ("group", "service_id", "affinity", "bucket_mask"):
                 params.pop(name, None)
                 info.pop(name, None)
             # The affinity scope's generation counts the backends that left since the group
@@ -116,6 +127,8 @@ def canonical(entities: list[Entity]) -> set:
                 json.dumps(metadata, sort_keys=True),
             )
         )
+    for key, backends in spread.items():
+        result.add(("service_backends", key, tuple(sorted(backends))))
     return result
 
 
