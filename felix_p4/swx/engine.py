@@ -220,20 +220,14 @@ def helper_library() -> Path:
         CACHE.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
             obj = Path(tmp) / "libfelix_swx.so"
-            result = subprocess.run(
-                [compiler, *flags, "-o", str(obj), str(HELPER_SOURCE), *libs],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if result.returncode:
-                first = next((ln for ln in result.stderr.splitlines() if "error" in ln), "")
+            failed, warnings = _compile(compiler, flags, obj, HELPER_SOURCE, libs)
+            if failed is not None:
                 raise SwxUnavailable(
                     f"building the SWX engine library from {HELPER_SOURCE} failed:"
-                    f" {first.strip()}; or set {LIBRARY_ENV} to a built libfelix_swx.so"
+                    f" {failed}; or set {LIBRARY_ENV} to a built libfelix_swx.so"
                 )
-            if result.stderr.strip():
-                log.warning("building %s: %s", target.name, " | ".join(result.stderr.splitlines()))
+            if warnings:
+                log.warning("building %s: %s", target.name, " | ".join(warnings))
             os.replace(obj, target)
     except OSError as exc:
         raise SwxUnavailable(
@@ -242,6 +236,23 @@ def helper_library() -> Path:
         ) from exc
     log.info("built the SWX engine library %s", target)
     return target
+
+
+def _compile(
+    compiler: str, flags: Sequence[str], out: Path, source: Path, libs: Sequence[str]
+) -> tuple[str | None, list[str]]:
+    """Compile `source` into the shared object `out`: (the first error line, or None when it
+    built; the compiler's other output lines)."""
+    result = subprocess.run(
+        [compiler, *flags, "-o", str(out), str(source), *libs],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = result.stderr.splitlines()
+    if result.returncode:
+        return next((ln for ln in lines if "error" in ln), "").strip(), lines
+    return None, [ln for ln in lines if ln.strip()]
 
 
 def _compiler(purpose: str) -> str:
@@ -426,15 +437,9 @@ def build_library(
             own = _err()
             _check(lib.fsx_codegen(str(spec_path).encode(), str(code).encode(), own, _ERR_LEN), own)
             raise SwxError(err.value.decode(errors="replace"))
-        result = subprocess.run(
-            [compiler, *cflags, "-o", str(obj), str(code), *libs],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode:
-            first = next((ln for ln in result.stderr.splitlines() if "error" in ln), "")
-            raise SwxError(f"compiling the C generated from {spec_path} failed: {first.strip()}")
+        failed, _ = _compile(compiler, cflags, obj, code, libs)
+        if failed is not None:
+            raise SwxError(f"compiling the C generated from {spec_path} failed: {failed}")
         os.replace(obj, target)
     log.info("built SWX pipeline library %s", target)
     return target

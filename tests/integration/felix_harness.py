@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -225,3 +226,60 @@ def tier(
         "egress_policies": ids(list(egress)),
         "default_action": default_action,
     }
+
+
+def issue_certificate(tmp: Path, name: str, ca: str | None, san: str | None = None) -> None:
+    """`tmp/<name>.key` and `.crt` (EC P-256, one day) from openssl: self-signed when `ca` is
+    None, else signed by `tmp/<ca>.crt` for the DNS name `san` (a server) or for client auth."""
+    key, crt = tmp / f"{name}.key", tmp / f"{name}.crt"
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    if ca is None:
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                *newkey,
+                "-keyout",
+                key,
+                "-out",
+                crt,
+                "-days",
+                "1",
+                "-subj",
+                f"/CN={name}",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return
+    csr = tmp / f"{name}.csr"
+    subprocess.run(
+        ["openssl", "req", *newkey, "-keyout", key, "-out", csr, "-subj", f"/CN={name}"],
+        check=True,
+        capture_output=True,
+    )
+    ext = tmp / f"{name}.ext"
+    ext.write_text(f"subjectAltName=DNS:{san}\n" if san else "extendedKeyUsage=clientAuth\n")
+    subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            tmp / f"{ca}.crt",
+            "-CAkey",
+            tmp / f"{ca}.key",
+            "-CAcreateserial",
+            "-out",
+            crt,
+            "-days",
+            "1",
+            "-extfile",
+            ext,
+        ],
+        check=True,
+        capture_output=True,
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from felix_harness import issue_certificate
 
 REPO = Path(__file__).resolve().parents[2]
 PLACEHOLDERS = REPO / "deploy" / "base" / "p4runtime-tls"
@@ -18,30 +19,8 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs o
 
 
 def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
-    key, crt = tmp / f"{name}.key", tmp / f"{name}.crt"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            key,
-            "-out",
-            crt,
-            "-days",
-            "1",
-            "-subj",
-            f"/CN={name}",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return crt, key
+    issue_certificate(tmp, name, None)
+    return tmp / f"{name}.crt", tmp / f"{name}.key"
 
 
 def _check_config(tmp: Path, ca: Path, cert: Path, key: Path) -> subprocess.CompletedProcess:

@@ -3,75 +3,19 @@
 import asyncio
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
-from felix_harness import SNAPSHOT, Felix, felix_driver, msg, wait_until
+from felix_harness import SNAPSHOT, Felix, felix_driver, issue_certificate, msg, wait_until
 
 from felix_p4.softswitch.service import ServerTls, start_target
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 
-def _issue(tmp: Path, name: str, ca: str | None, san: str | None = None) -> None:
-    key, crt = tmp / f"{name}.key", tmp / f"{name}.crt"
-    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    if ca is None:
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                *newkey,
-                "-keyout",
-                key,
-                "-out",
-                crt,
-                "-days",
-                "1",
-                "-subj",
-                f"/CN={name}",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        return
-    csr = tmp / f"{name}.csr"
-    subprocess.run(
-        ["openssl", "req", *newkey, "-keyout", key, "-out", csr, "-subj", f"/CN={name}"],
-        check=True,
-        capture_output=True,
-    )
-    ext = tmp / f"{name}.ext"
-    ext.write_text(f"subjectAltName=DNS:{san}\n" if san else "extendedKeyUsage=clientAuth\n")
-    subprocess.run(
-        [
-            "openssl",
-            "x509",
-            "-req",
-            "-in",
-            csr,
-            "-CA",
-            tmp / f"{ca}.crt",
-            "-CAkey",
-            tmp / f"{ca}.key",
-            "-CAcreateserial",
-            "-out",
-            crt,
-            "-days",
-            "1",
-            "-extfile",
-            ext,
-        ],
-        check=True,
-        capture_output=True,
-    )
-
-
 def test_mutual_tls_with_server_name_override(tmp_path):
-    _issue(tmp_path, "ca", None)
-    _issue(tmp_path, "server", "ca", san="p4rt.felix-p4.test")
-    _issue(tmp_path, "client", "ca")
+    issue_certificate(tmp_path, "ca", None)
+    issue_certificate(tmp_path, "server", "ca", san="p4rt.felix-p4.test")
+    issue_certificate(tmp_path, "client", "ca")
     tls = {
         "ca": str(tmp_path / "ca.crt"),
         "cert": str(tmp_path / "client.crt"),
@@ -98,8 +42,8 @@ def test_mutual_tls_with_server_name_override(tmp_path):
 
 
 def test_plaintext_driver_is_not_served_by_a_tls_target(tmp_path):
-    _issue(tmp_path, "ca", None)
-    _issue(tmp_path, "server", "ca", san="p4rt.felix-p4.test")
+    issue_certificate(tmp_path, "ca", None)
+    issue_certificate(tmp_path, "server", "ca", san="p4rt.felix-p4.test")
 
     async def main():
         server, port, target = await start_target(
@@ -123,9 +67,9 @@ def test_rotated_certificates_are_picked_up(tmp_path):
     old, new = tmp_path / "old", tmp_path / "new"
     for d in (old, new):
         d.mkdir()
-        _issue(d, "ca", None)
-        _issue(d, "server", "ca", san="p4rt.felix-p4.test")
-        _issue(d, "client", "ca")
+        issue_certificate(d, "ca", None)
+        issue_certificate(d, "server", "ca", san="p4rt.felix-p4.test")
+        issue_certificate(d, "client", "ca")
     live = tmp_path / "live"
     live.mkdir()
     for name in ("ca.crt", "client.crt", "client.key"):
@@ -168,7 +112,6 @@ def test_rotated_certificates_are_picked_up(tmp_path):
 
 def test_plaintext_must_be_asked_for(tmp_path):
     import os
-    import subprocess
     import sys
 
     env = dict(
