@@ -9,7 +9,6 @@ import json
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from deploy_artefacts import REPO, run_make
+from target_process import free_port
 
 from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
 from felix_p4.p4.client import P4RuntimeClient
@@ -105,12 +105,6 @@ def test_check_config_passes_on_the_packaged_defaults(installed):
     assert "configuration OK" in done.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _push_packaged_pipeline(address: str) -> None:
     """What the driver does first: become primary and set the pipeline (SWX starts empty)."""
     client = P4RuntimeClient(address, 1, 1, timeout=120)
@@ -140,7 +134,7 @@ def test_the_dpdk_engine_runs_from_the_wheel_building_into_the_user_cache(instal
     cache = tmp_path / "cache"
     home = cache / "felix-p4"  # $XDG_CACHE_HOME/felix-p4
     env = {"XDG_CACHE_HOME": str(cache)}
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     argv = ("target", "--engine", "dpdk", "--listen", address)
 
     # First use: the engine refuses to start, saying how to get the DPDK headers it lacks

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import ipaddress
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +34,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.layers.sctp import SCTP
 from scapy.packet import Packet
+from target_process import free_port
 
 from felix_p4.cli.sim import packet_requests, scenario_driver
 from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info, pipeline_cookie
@@ -134,7 +134,7 @@ class EnginePair:
 
     def start(self) -> None:
         for engine in ENGINES:
-            address = f"127.0.0.1:{_free_port()}"
+            address = f"127.0.0.1:{free_port()}"
             args = [sys.executable, "-m", "felix_p4", "target", "--listen", address]
             args += ["--engine", engine, "--log-level", "WARNING"]
             if engine == "dpdk":
@@ -453,12 +453,6 @@ class ServiceBook:
 
 def _addr_text(addr: int, version: int) -> str:
     return str(ipaddress.IPv4Address(addr) if version == 4 else ipaddress.IPv6Address(addr))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ip(packet: Packet) -> Packet | None:

@@ -8,7 +8,6 @@ import asyncio
 import ipaddress
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from felix_harness import (
 )
 from finsy.proto import p4r, rpc_code
 from prometheus_client.parser import text_string_to_metric_families
+from target_process import free_port
 
 from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
 from felix_p4.p4.schema import PipelineSchema
@@ -65,12 +65,6 @@ async def _trace(address: str, in_port: int, src: str, dst: str) -> dict:
 def _entries(target) -> set:
     read = target.tables.read(p4r.Entity(table_entry=p4r.TableEntry()))
     return {SCHEMA.decode(e.table_entry) for e in read if e.table_entry.table_id}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _scrape(metrics: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -111,7 +105,7 @@ def test_an_endpoint_with_70000_addresses_takes_nothing_from_the_others(tmp_path
     huge = endpoint_update("cali-huge", huge_nets[0], "0a:58:0a:80:00:01")
     huge.workload_endpoint_update.endpoint.ipv4_nets[:] = huge_nets
     log = tmp_path / "driver.log"
-    metrics = f"127.0.0.1:{_free_port()}"
+    metrics = f"127.0.0.1:{free_port()}"
     settings = {
         "ports": {"map": PORTS},
         "metrics": {"address": metrics},
@@ -136,7 +130,7 @@ def test_an_endpoint_with_70000_addresses_takes_nothing_from_the_others(tmp_path
                 return _entries(target)
 
     with_huge = asyncio.run(run(True))
-    settings["metrics"]["address"] = f"127.0.0.1:{_free_port()}"
+    settings["metrics"]["address"] = f"127.0.0.1:{free_port()}"
     without = asyncio.run(run(False))
     assert with_huge == without  # nothing of the huge endpoint reached the device
     lines = log.read_text().splitlines()
@@ -151,7 +145,7 @@ def test_metrics_show_occupancy_capacity_and_admissions_by_reason(tmp_path):
     over.workload_endpoint_update.endpoint.ipv4_nets[:] = [
         f"{ipaddress.IPv4Address(0x0A800000 + i)}/32" for i in range(700)
     ]  # more than 1% of routes_v4 (655)
-    metrics = f"127.0.0.1:{_free_port()}"
+    metrics = f"127.0.0.1:{free_port()}"
     settings = {"ports": {"map": PORTS}, "metrics": {"address": metrics}}
 
     async def main():
@@ -234,7 +228,7 @@ def test_room_freed_admits_the_waiting_endpoints_in_felixs_order(tmp_path):
 
 def test_a_device_smaller_than_declared_is_rolled_back_and_remembered(tmp_path):
     log = tmp_path / "driver.log"
-    metrics = f"127.0.0.1:{_free_port()}"
+    metrics = f"127.0.0.1:{free_port()}"
     settings = {"ports": {"map": PORTS}, "metrics": {"address": metrics}, "log_level": "INFO"}
 
     async def main():
@@ -276,7 +270,7 @@ def test_a_learned_capacity_survives_a_reconnect_and_is_forgotten_when_the_pipel
     tmp_path,
 ):
     log = tmp_path / "driver.log"
-    metrics = f"127.0.0.1:{_free_port()}"
+    metrics = f"127.0.0.1:{free_port()}"
     settings = {"ports": {"map": PORTS}, "metrics": {"address": metrics}, "log_level": "INFO"}
 
     def learned_lines() -> list[str]:
@@ -355,7 +349,7 @@ def test_a_device_rejecting_the_same_entry_on_every_retry_logs_it_once_and_count
     tmp_path,
 ):
     log = tmp_path / "driver.log"
-    metrics = f"127.0.0.1:{_free_port()}"
+    metrics = f"127.0.0.1:{free_port()}"
     settings = {"ports": {"map": PORTS}, "metrics": {"address": metrics}, "log_level": "INFO"}
 
     def lines(text: str) -> list[str]:
@@ -434,7 +428,7 @@ def test_a_service_that_does_not_fit_is_not_written_and_the_others_keep_working(
     big = _service("big", "10.96.0.20", ["10.65.9.2", "10.65.9.3", "10.65.9.4"])
     kube.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": web + big}))
     log = tmp_path / "driver.log"
-    metrics = f"127.0.0.1:{_free_port()}"
+    metrics = f"127.0.0.1:{free_port()}"
     settings = {
         "ports": {"map": PORTS},
         "pipeline": {"p4info": str(p4info)},
@@ -529,7 +523,7 @@ def test_a_silent_target_is_logged_once_and_converges_when_it_answers(tmp_path):
     log = tmp_path / "driver.log"
 
     async def main():
-        port = _free_port()
+        port = free_port()
         target = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

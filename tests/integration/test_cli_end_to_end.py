@@ -4,22 +4,16 @@ then `felix-p4 trace` and `felix-p4 tables`."""
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import grpc
 from felix_harness import SNAPSHOT, Felix, msg
+from target_process import free_port
 
 from felix_p4.felix.spawn import spawn_driver
 
 CLI = [sys.executable, "-m", "felix_p4"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -27,7 +21,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_target_driver_trace_and_tables_as_processes(tmp_path):
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     target = subprocess.Popen([*CLI, "target", "--listen", address], stderr=subprocess.PIPE)
     try:
 

@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import aiohttp
 import pytest
 import yaml
 from felix_harness import PORTS, SNAPSHOT, Felix, embedded_target, msg, wait_until
+from target_process import free_port
 
 from felix_p4.felix.spawn import spawn_driver
 
@@ -51,18 +51,12 @@ def socket_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class SocketDriver:
     """`felix-p4 driver --felix-socket PATH` as its own process."""
 
     def __init__(self, address: str, directory: Path) -> None:
         self.socket = directory / "felix-p4.sock"
-        self.metrics = f"127.0.0.1:{_free_port()}"
+        self.metrics = f"127.0.0.1:{free_port()}"
         config = {
             "p4runtime": {"address": address, "plaintext": True},
             "ports": {"mode": "static", "map": PORTS},

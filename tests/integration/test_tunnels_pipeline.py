@@ -8,21 +8,16 @@ engine); every frame that leaves is parsed and its checksums recomputed with sca
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from finsy.proto import rpc_code
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN
+from target_process import target_process
 
 from felix_p4.compile.tunnels import ipv4_header_seed, vxlan6_udp_seed
 from felix_p4.pipeline.entries import Exact, Lpm, TableEntry, Ternary
@@ -57,39 +52,10 @@ D_IP, D_MAC = "192.168.1.13", "02:00:00:00:0d:0d"
 CLI = [sys.executable, "-m", "felix_p4", "target"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _target(tmp: Path, engine: str) -> Iterator[str]:
-    address = f"127.0.0.1:{_free_port()}"
-    args = ["--dpdk-ports", "8"] if engine == "dpdk" else []
-    log = tmp / "target.log"
-    with log.open("w") as stderr:
-        proc = subprocess.Popen(
-            [*CLI, "--engine", engine, "--listen", address, *args],
-            stderr=stderr,
-        )
-    try:
-
-        async def ready() -> None:
-            async with grpc.aio.insecure_channel(address) as channel:
-                await asyncio.wait_for(channel.channel_ready(), 30)
-
-        asyncio.run(ready())
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        print(log.read_text())
-
-
 @pytest.fixture(scope="module", params=ENGINES)
 def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    with _target(tmp_path_factory.mktemp(request.param), request.param) as address:
+    args = ["--engine", request.param] + (["--dpdk-ports", "8"] if request.param == "dpdk" else [])
+    with target_process(tmp_path_factory.mktemp(request.param), *args) as address:
         yield address
 
 

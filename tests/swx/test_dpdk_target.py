@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import ipaddress
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +23,7 @@ import pytest
 from finsy.proto import p4r, rpc_code
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import ARP, Ether
+from target_process import target_process
 
 from felix_p4.p4.artefacts import DEFAULT_P4INFO, load_p4info
 from felix_p4.p4.client import P4RuntimeClient, P4RuntimeClientError, per_update_results
@@ -48,44 +48,20 @@ PORT_A, PORT_B, HOST = 1, 2, 3
 FLOW_FIELDS = ("ip_version", "proto", "a_hi", "a_lo", "a_port", "b_hi", "b_lo", "b_port")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _target_process(tmp: Path, *args: str) -> Iterator[str]:
-    address = f"127.0.0.1:{_free_port()}"
-    log = tmp / "target.log"
-    with log.open("w") as stderr:
-        proc = subprocess.Popen(
-            [*CLI, "target", "--engine", "dpdk", "--listen", address, *args], stderr=stderr
-        )
-    try:
-
-        async def ready() -> None:
-            async with grpc.aio.insecure_channel(address) as channel:
-                await asyncio.wait_for(channel.channel_ready(), 30)
-
-        asyncio.run(ready())
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        print(log.read_text())
+def _dpdk_target(tmp: Path, *args: str) -> contextlib.AbstractContextManager[str]:
+    return target_process(tmp, "--engine", "dpdk", *args)
 
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with _target_process(tmp_path_factory.mktemp("dpdk"), "--dpdk-ports", str(N_PORTS)) as a:
+    with _dpdk_target(tmp_path_factory.mktemp("dpdk"), "--dpdk-ports", str(N_PORTS)) as a:
         yield a
 
 
 @pytest.fixture(scope="module")
 def tight_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """DPDK memory for one pipeline and little more: a big ACL rebuild runs out of it."""
-    with _target_process(
+    with _dpdk_target(
         tmp_path_factory.mktemp("dpdk-tight"),
         "--dpdk-ports",
         str(N_PORTS),
@@ -99,7 +75,7 @@ def tight_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def small_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """SWX holds 2 port_classify entries (its hash table enforces that) and 2 routes_v4 entries
     (an LPM table, bounded by the engine)."""
-    with _target_process(
+    with _dpdk_target(
         tmp_path_factory.mktemp("dpdk-small"),
         "--dpdk-ports",
         str(N_PORTS),
