@@ -110,14 +110,7 @@ async def start_http_server(lab: Lab, namespace: str, body: str, workdir: Path) 
     log = workdir / f"http-{namespace}.log"
     argv = [sys.executable, "-u", "-m", "http.server", str(lab_felix.HTTP_PORT)]
     argv += ["--bind", "::", "--directory", str(root)]  # "::" serves IPv4 too
-    with log.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            *in_netns(namespace, argv),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err,
-        )
-    return await _started(Background(f"http server in {namespace}", proc, log), b"Serving HTTP")
+    return await _serve(f"http server in {namespace}", namespace, argv, log, b"Serving HTTP")
 
 
 # A UDP echo server on every address (IPv6 and IPv4): each datagram comes back prefixed.
@@ -137,14 +130,22 @@ async def start_udp_echo(namespace: str, workdir: Path) -> Background:
     """A UDP echo server on port 5353 in `namespace`; returns once it listens."""
     log = workdir / f"udp-{namespace}.log"
     code = _UDP_ECHO.replace("PORT", str(lab_felix.UDP_PORT))
+    argv = [sys.executable, "-u", "-c", code]
+    return await _serve(f"UDP echo in {namespace}", namespace, argv, log, b"listening")
+
+
+async def _serve(
+    what: str, namespace: str, argv: list[str], log: Path, banner: bytes
+) -> Background:
+    """`argv` in `namespace`, its stderr in `log`; returns once it printed `banner`."""
     with log.open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
-            *in_netns(namespace, [sys.executable, "-u", "-c", code]),
+            *in_netns(namespace, argv),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=err,
         )
-    return await _started(Background(f"UDP echo in {namespace}", proc, log), b"listening")
+    return await _started(Background(what, proc, log), banner)
 
 
 async def _started(server: Background, banner: bytes) -> Background:

@@ -205,15 +205,8 @@ def helper_library() -> Path:
     _check_internal_headers(" ".join(["DPDK", *_pkg_config("--modversion")]))
     flags = [*_HELPER_CFLAGS, f"-I{INTERNAL_HEADERS}", *_pkg_config("--cflags")]
     libs = _pkg_config("--libs")
-    key = hashlib.sha256()
-    for part in (
-        HELPER_SOURCE.read_bytes(),
-        (INTERNAL_HEADERS / _INTERNAL_HEADER_FILES[0]).read_bytes(),
-        " ".join([compiler, *flags, *libs]).encode(),
-    ):
-        key.update(part)
-        key.update(b"\0")
-    target = CACHE / f"libfelix_swx-{key.hexdigest()[:20]}.so"
+    key = _cache_key(HELPER_SOURCE.read_bytes(), compiler, flags, libs)
+    target = CACHE / f"libfelix_swx-{key}.so"
     if target.exists():
         return target
     try:
@@ -236,6 +229,20 @@ def helper_library() -> Path:
         ) from exc
     log.info("built the SWX engine library %s", target)
     return target
+
+
+def _cache_key(source: bytes, compiler: str, flags: Sequence[str], libs: Sequence[str]) -> str:
+    """The name a compiled library is cached under: a digest of its source, the DPDK internal
+    header it depends on and the command line that built it."""
+    key = hashlib.sha256()
+    for part in (
+        source,
+        (INTERNAL_HEADERS / _INTERNAL_HEADER_FILES[0]).read_bytes(),
+        " ".join([compiler, *flags, *libs]).encode(),
+    ):
+        key.update(part)
+        key.update(b"\0")
+    return key.hexdigest()[:20]
 
 
 def _compile(
@@ -414,16 +421,8 @@ def build_library(
     if wildcard_type is not None:
         text = with_table_type(text, wildcard_type)
     spec = text.encode()
-    key = hashlib.sha256()
-    for part in (
-        spec,
-        lib.fsx_dpdk_version(),
-        (INTERNAL_HEADERS / "rte_swx_pipeline_internal.h").read_bytes(),
-        " ".join([compiler, *cflags, *libs]).encode(),
-    ):
-        key.update(part)
-        key.update(b"\0")
-    target = cache_dir / f"{spec_path.stem}-{key.hexdigest()[:20]}.so"
+    key = _cache_key(spec + b"\0" + lib.fsx_dpdk_version(), compiler, cflags, libs)
+    target = cache_dir / f"{spec_path.stem}-{key}.so"
     if target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
