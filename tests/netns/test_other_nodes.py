@@ -37,7 +37,13 @@ import pytest
 from felix_p4.lab import felix as lab_felix
 from felix_p4.lab.demo import serve
 from felix_p4.lab.node import running_node, start_http_server, www_root
-from felix_p4.lab.topology import Lab, wire_frames
+from felix_p4.lab.topology import (
+    GATEWAY_MAC,
+    NODE_NEXT_HOP_V4,
+    NODE_NEXT_HOP_V6,
+    Lab,
+    wire_frames,
+)
 from tests.netns.conftest import Running, lab_unavailable
 
 pytestmark = pytest.mark.netns
@@ -170,6 +176,24 @@ class Cluster:
         self._lan_link(self.lab.device_ns, UPLINK, "to-node-1")
         node = self.lab.node_ns
         sh("ip", "link", "set", "felix-host", "address", NODE_MAC, ns=node)
+        # A new MAC flushes the link's neighbours, permanent ones too: the next hop towards the
+        # pods' block (the lab's static entry) must be there again, or the host cannot route
+        # anything to the pods (replies of natOutgoing among them).
+        for family, hop in (("-4", NODE_NEXT_HOP_V4), ("-6", NODE_NEXT_HOP_V6)):
+            sh(
+                "ip",
+                family,
+                "neigh",
+                "replace",
+                hop,
+                "lladdr",
+                GATEWAY_MAC,
+                "dev",
+                "felix-host",
+                "nud",
+                "permanent",
+                ns=node,
+            )
         sh("ip", "route", "add", "192.0.2.0/24", "dev", "felix-host", ns=node)
         sh("ip", "-6", "route", "add", "2001:db8::/64", "dev", "felix-host", ns=node)
         for key in ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0"):
@@ -504,6 +528,7 @@ s.settimeout(float(sys.argv[1]))
 print("listening", flush=True)
 data, peer = s.recvfrom(100)
 print(peer[0], flush=True)
+s.sendto(b"back", peer)  # the reply, to the address and port it came from
 """
 
 
@@ -517,16 +542,26 @@ def test_a_pod_leaving_the_cluster_is_seen_with_the_node_address(cluster):
     )
     try:
         assert listener.stdout is not None and listener.stdout.readline().strip() == "listening"
-        send = "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-        send += f"for _ in range(40):\n    s.sendto(b'hi', ('{OUTSIDE}', 9999)); time.sleep(0.2)\n"
-        sender = subprocess.Popen(["ip", "netns", "exec", client, sys.executable, "-c", send])
+        send = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        send += "s.settimeout(0.2)\nfor _ in range(40):\n"
+        send += f"    s.sendto(b'hi', ('{OUTSIDE}', 9999))\n"
+        send += "    try:\n        print(s.recv(100).decode(), flush=True); break\n"
+        send += "    except TimeoutError:\n        pass\n"
+        sender = subprocess.Popen(
+            ["ip", "netns", "exec", client, sys.executable, "-c", send],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         seen = listener.stdout.readline().strip()
-        sender.kill()
-        sender.wait()
+        # natOutgoing is stateful: the host's conntrack translates the reply back to the pod.
+        reply, _ = sender.communicate(timeout=15)
     finally:
         listener.kill()
         listener.wait()
+        sender.kill()
+        sender.wait()
     assert seen == "192.0.2.11", f"the outside host saw {seen!r}"
+    assert reply.strip() == "back", f"the pod got {reply!r} back"
 
 
 def test_a_denied_flow_from_another_node_stays_denied(cluster):
